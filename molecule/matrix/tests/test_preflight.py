@@ -1,0 +1,113 @@
+"""Preflight of the shared contract, run against the scenario's two hosts.
+
+Good input: the derived values are what every proxy needs (checked byte for
+byte). Bad input: the real entry point, playbooks/site.yml, stops with a message
+naming the variable, and no task reports a change on either host.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import testinfra.utils.ansible_runner
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+PROJECT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("homeservers")
+
+EXPECTED = {
+    "hs1": {
+        "server_name_host": "example.test",
+        "federation_separate": False,
+        "public_baseurl": "https://matrix.example.test/",
+        "delegation_target": "matrix.example.test:443",
+        "well_known_server_body": '{"m.server":"matrix.example.test:443"}',
+        "well_known_client_body": '{"m.homeserver":{"base_url":"https://matrix.example.test/"}}',
+        "well_known_vhost_separate": True,
+        "client_path_prefixes": ["/_matrix", "/_synapse/client"],
+        "admin_path_prefixes": ["/_synapse/admin"],
+        "max_body_bytes": 8388608,
+    },
+    "hs2": {
+        "server_name_host": "other.test",
+        "federation_separate": True,
+        "public_baseurl": "https://other.test/",
+        "delegation_target": "other.test:8448",
+        "well_known_server_body": '{"m.server":"other.test:8448"}',
+        "well_known_client_body": '{"m.homeserver":{"base_url":"https://other.test/"}}',
+        "well_known_vhost_separate": False,
+        "client_path_prefixes": ["/_matrix", "/_synapse/client"],
+        "admin_path_prefixes": ["/_synapse/admin"],
+        "max_body_bytes": 8388608,
+    },
+}
+
+
+def test_derived_values(host):
+    derived = json.loads(host.file("/root/mxedge-derived.json").content_string)
+    expected = EXPECTED[host.check_output("hostname -s")]
+    for key, value in expected.items():
+        assert derived[key] == value, key
+    # IPv6 listeners only where the host has IPv6 (containers here usually do not).
+    assert derived["ipv6"] is ("inet6 ::1/128" in host.check_output("ip -6 addr show dev lo 2>/dev/null || true"))
+
+
+def _run_site(extra_vars):
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+            "-i", INVENTORY,
+            "-e", json.dumps({"mxedge_matrix_hosts": "homeservers", **extra_vars}),
+            os.path.join(PROJECT, "playbooks", "site.yml"),
+        ],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    return proc, json.loads(proc.stdout)
+
+
+def _failure_messages(report):
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            for result in task["hosts"].values():
+                if result.get("failed"):
+                    yield task["task"]["name"], str(result.get("msg", "")) + str(result.get("results", ""))
+
+
+BAD_INPUTS = [
+    ("matrix_server_name", "exa mple.test", "matrix_server_name"),
+    ("matrix_server_name", "https://example.test", "matrix_server_name"),
+    ("matrix_server_name", "[::1", "matrix_server_name"),
+    ("matrix_homeserver_fqdn", "matrix.example.test:8448", "matrix_homeserver_fqdn"),
+    ("matrix_client_port", 0, "matrix_client_port"),
+    ("matrix_federation_port", 65536, "matrix_federation_port"),
+    ("matrix_homeserver_flavour", "dendrite", "matrix_homeserver_flavour"),
+    ("matrix_tls_source", "letsencrypt", "matrix_tls_source"),
+    ("matrix_tls_certificate", "", "matrix_tls_certificate"),
+    ("matrix_admin_allowed_networks", ["10.0.0.0/33"], "matrix_admin_allowed_networks"),
+    ("matrix_admin_allowed_networks", ["not-a-network"], "matrix_admin_allowed_networks"),
+    ("matrix_max_upload_size_mb", 0, "matrix_max_upload_size_mb"),
+    ("matrix_identity_server_url", "http://id.example.test", "matrix_identity_server_url"),
+    ("matrix_forward_proxy_https", "socks5://proxy.example.test:1080", "matrix_forward_proxy_https"),
+    ("matrix_forward_proxy_no_proxy", ["bad host"], "matrix_forward_proxy_no_proxy"),
+    ("matrix_homeserver_socket", "run/synapse.sock", "matrix_homeserver_socket"),
+    ("matrix_request_id_header", "X Request ID", "matrix_request_id_header"),
+    ("matrix_well_known_client_extra", {"m.homeserver": {"base_url": "https://evil.test/"}}, "matrix_well_known_client_extra"),
+    ("matrix_proxy_flavour", "traefik", "matrix_proxy_flavour"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "named"), BAD_INPUTS, ids=[f"{v}={x!r}" for v, x, _ in BAD_INPUTS])
+def test_bad_input_stops_before_any_change(variable, value, named):
+    proc, report = _run_site({variable: value})
+    assert proc.returncode != 0
+    stats = report["stats"]
+    assert set(stats) == {"matrix-hs1", "matrix-hs2"}
+    for name, counts in stats.items():
+        assert counts["changed"] == 0, (name, counts)
+        assert counts["failures"] >= 1, (name, counts)
+    messages = list(_failure_messages(report))
+    assert messages, proc.stdout[-2000:]
+    assert all(named in message for _, message in messages), messages

@@ -1,0 +1,227 @@
+"""Helpers for the end-to-end scenarios: two homeservers behind one proxy flavour.
+
+Tests address hosts by role in the topology (hs1 = example.test, hs2 =
+other.test), run HTTP requests with curl *inside* the containers (so the client
+address the proxies see is a real container address and name resolution is the
+Docker network's), and drive Matrix with matrix-nio from the controller.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import pathlib
+import shlex
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import testinfra
+import testinfra.utils.ansible_runner
+import yaml
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+EPHEMERAL = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+SCENARIO_DIR = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
+
+# What each flavour's service, config tree and checker are called; used by the
+# tests that stop the homeserver and that inject a broken directive.
+FLAVOURS = {
+    "nginx": {
+        "service": "nginx",
+        "config_dir": "/etc/nginx",
+        "broken": "mxedge_bogus_directive on;",
+        "error": 'unknown directive "mxedge_bogus_directive"',
+    },
+    "apache": {
+        "service": "apache2",
+        "config_dir": "/etc/apache2",
+        "broken": "MxedgeBogusDirective on",
+        "error": "MxedgeBogusDirective",
+    },
+    "caddy": {
+        "service": "caddy",
+        "config_dir": "/etc/caddy",
+        "broken": "mxedge_bogus_directive",
+        "error": "mxedge_bogus_directive",
+    },
+    "haproxy": {
+        "service": "haproxy",
+        "config_dir": "/etc/haproxy",
+        "broken": "mxedge-bogus-keyword",
+        "error": "mxedge-bogus-keyword",
+    },
+}
+
+
+class Node:
+    """One homeserver host of the topology, with its inventory variables."""
+
+    def __init__(self, group):
+        (name,) = RUNNER.get_hosts(group)
+        self.name = name
+        self.host = testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+        self.vars = RUNNER.get_variables(name)
+
+    @property
+    def server_name(self):
+        return self.vars["matrix_server_name"]
+
+    @property
+    def fqdn(self):
+        return self.vars.get("matrix_homeserver_fqdn", self.server_name)
+
+    @property
+    def ip(self):
+        return self.host.check_output("hostname -I").split()[0]
+
+    def curl(self, url, *args, data_file=None, timeout=30):
+        """Run curl here; returns (status, headers, body bytes)."""
+        tag = uuid.uuid4().hex
+        body, head = f"/tmp/mx-{tag}.body", f"/tmp/mx-{tag}.head"
+        extra = " ".join(shlex.quote(a) for a in args)
+        if data_file:
+            extra += f" --data-binary @{shlex.quote(data_file)}"
+        cmd = (
+            f"curl -sS --path-as-is --max-time {timeout} -o {body} -D {head} -w '%{{http_code}}' {extra} "
+            f"{shlex.quote(url)}; echo; base64 -w0 {body} 2>/dev/null; echo; cat {head} 2>/dev/null; rm -f {body} {head}"
+        )
+        out = self.host.run(cmd).stdout
+        status_line, b64, *header_lines = out.split("\n")
+        headers = {}
+        for line in header_lines:
+            if ":" in line:
+                key, value = line.split(":", 1)
+                headers[key.strip().lower()] = value.strip()
+        return int(status_line or 0), headers, base64.b64decode(b64)
+
+    def homeserver_local(self, path, *args):
+        """curl the homeserver's own listener, bypassing the proxy."""
+        socket_path = self.vars.get("matrix_homeserver_socket", "")
+        if socket_path:
+            return self.curl(f"http://localhost{path}", "--unix-socket", socket_path, *args)
+        address = self.vars.get("matrix_homeserver_address", "127.0.0.1")
+        port = self.vars.get("matrix_homeserver_port", 8008)
+        return self.curl(f"http://{address}:{port}{path}", *args)
+
+    def register(self, user, password):
+        """Register a user with the shared secret (Synapse's admin register API, on loopback)."""
+        status, _, body = self.homeserver_local("/_synapse/admin/v1/register")
+        assert status == 200, body
+        nonce = json.loads(body)["nonce"]
+        secret = self.vars["homeserver_registration_shared_secret"].encode()
+        mac = hmac.new(secret, digestmod=hashlib.sha1)
+        mac.update(b"\x00".join([nonce.encode(), user.encode(), password.encode(), b"notadmin"]))
+        payload = json.dumps({"nonce": nonce, "username": user, "password": password, "admin": False, "mac": mac.hexdigest()})
+        status, _, body = self.homeserver_local(
+            "/_synapse/admin/v1/register", "-X", "POST", "-H", "Content-Type: application/json", "--data", payload
+        )
+        assert status == 200 or b"User ID already taken" in body, body
+
+    def login_to(self, server, user, password):
+        """Log in to `server` through its proxy, from this host; returns an access token."""
+        payload = json.dumps({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password})
+        status, _, body = self.curl(
+            f"{server.base_url}_matrix/client/v3/login", "-X", "POST", "-H", "Content-Type: application/json", "--data", payload
+        )
+        assert status == 200, body
+        return json.loads(body)["access_token"]
+
+    @property
+    def base_url(self):
+        port = int(self.vars.get("matrix_client_port", 443))
+        return f"https://{self.fqdn}/" if port == 443 else f"https://{self.fqdn}:{port}/"
+
+    def service_pid(self, service):
+        return self.host.check_output(f"systemctl show -p MainPID --value {service}")
+
+    def wait_until(self, predicate, timeout=90, step=1.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(step)
+        return False
+
+
+@pytest.fixture(scope="session")
+def hs1():
+    return Node("hs_example")
+
+
+@pytest.fixture(scope="session")
+def hs2():
+    return Node("hs_other")
+
+
+@pytest.fixture(scope="session")
+def flavour(hs1):
+    return FLAVOURS[hs1.vars["matrix_proxy_flavour"]] | {"name": hs1.vars["matrix_proxy_flavour"]}
+
+
+@pytest.fixture(scope="session")
+def homeserver_defaults():
+    return yaml.safe_load((PROJECT / "roles" / "homeserver" / "defaults" / "main.yml").read_text())
+
+
+@pytest.fixture(scope="session")
+def homeserver_service(homeserver_defaults):
+    return homeserver_defaults["homeserver_service_name"]
+
+
+@pytest.fixture(scope="session")
+def homeserver_log(homeserver_defaults):
+    return homeserver_defaults["homeserver_log_dir"] + "/homeserver.log"
+
+
+@pytest.fixture(scope="session")
+def test_ca():
+    return str(EPHEMERAL / "pki" / "ca.crt")
+
+
+@pytest.fixture(scope="session")
+def module_utils():
+    """The collection's own delegation logic, imported from this checkout."""
+    sys.path.insert(0, str(PROJECT / ".cache" / "collections"))
+    from ansible_collections.mxedge.matrix.plugins.module_utils import matrix_names  # noqa: PLC0415
+
+    return matrix_names
+
+
+@pytest.fixture(scope="session")
+def ssl_context(test_ca):
+    return ssl.create_default_context(cafile=test_ca)
+
+
+def run_converge(extra_vars, limit):
+    """Run the scenario's converge playbook again, as Molecule does, with extra vars."""
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0")
+    playbook = (SCENARIO_DIR / ".." / "shared" / "converge.yml").resolve()
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", INVENTORY, "--limit", limit,
+         "-e", json.dumps(extra_vars), str(playbook)],
+        env=env, capture_output=True, text=True, timeout=900, check=False,
+    )
+    return proc
+
+
+def resolve_map(*nodes):
+    """Host name -> container address, for clients running on the controller."""
+    mapping = {}
+    for node in nodes:
+        for name in {node.server_name.split(":")[0], node.fqdn}:
+            mapping[name] = node.ip
+    return mapping
+
+
+def port_open(ip, port):
+    with socket.socket() as sock:
+        sock.settimeout(3)
+        return sock.connect_ex((ip, port)) == 0

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Bring a fresh Debian 12 machine (root) to the point where the collection's
+# demo and tests can run: Docker from Debian, a running daemon, local systemd
+# base images for Debian 12 and 13 (built from the Debian archive, nothing is
+# pulled), a virtualenv with the pinned Python dependencies, and the collection
+# visible to Ansible as mxedge.matrix.
+#
+# Idempotent: every step checks first and does nothing when already done.
+# Source it (`. scripts/bootstrap.sh`) to get the environment exported.
+set -euo pipefail
+
+MXEDGE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MXEDGE_CACHE="${MXEDGE_CACHE:-${MXEDGE_ROOT}/.cache}"
+MXEDGE_VENV="${MXEDGE_VENV:-${MXEDGE_CACHE}/venv}"
+MXEDGE_IMAGES="${MXEDGE_IMAGES:-bookworm:mxedge/debian12-systemd trixie:mxedge/debian13-systemd}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "bootstrap: $1 needs root (run as root or install it yourself)" >&2
+    exit 1
+  fi
+}
+
+apt_updated=""
+apt_install() {
+  need_root "installing $*"
+  if [ -z "$apt_updated" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_packages() {
+  local missing=()
+  command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+  command -v git >/dev/null 2>&1 || missing+=(git)
+  command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  # mmdebstrap needs these to verify and unpack; docker.io recommends them but
+  # --no-install-recommends leaves them out.
+  dpkg -s debian-archive-keyring >/dev/null 2>&1 || missing+=(debian-archive-keyring)
+  dpkg -s ca-certificates >/dev/null 2>&1 || missing+=(ca-certificates)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing from the Debian archive: ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
+}
+
+ensure_docker() {
+  if docker info >/dev/null 2>&1; then
+    return 0
+  fi
+  need_root "starting dockerd"
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    log "starting docker.service"
+    systemctl start docker || true
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    log "starting dockerd in the background (log: /var/log/dockerd.log)"
+    nohup dockerd >/var/log/dockerd.log 2>&1 &
+  fi
+  local i
+  for i in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  echo "bootstrap: dockerd did not answer within 60 s; see /var/log/dockerd.log" >&2
+  tail -n 20 /var/log/dockerd.log >&2 || true
+  exit 1
+}
+
+# Base images: Debian with systemd as PID 1, python3 for Ansible, and the
+# machine's extra CA certificates (a TLS-inspecting egress proxy or a corporate
+# CA) so that pip and apt inside the containers verify TLS like the host does.
+ensure_image() {
+  local suite="$1" tag="$2"
+  local stamp
+  stamp="$(cat /usr/local/share/ca-certificates/*.crt 2>/dev/null | sha256sum | cut -c1-12)"
+  if [ "$(docker image inspect -f '{{ index .Config.Labels "mxedge.ca" }}' "${tag}:latest" 2>/dev/null)" = "$stamp" ]; then
+    return 0
+  fi
+  need_root "building ${tag}"
+  log "building ${tag}:latest from Debian ${suite} (mmdebstrap)"
+  local work
+  work="$(mktemp -d)"
+  local hooks=()
+  if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+    hooks+=(--customize-hook='mkdir -p "$1/usr/local/share/ca-certificates"'
+      --customize-hook='cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/"'
+      --customize-hook='chroot "$1" update-ca-certificates >/dev/null')
+  fi
+  mmdebstrap --quiet --variant=apt \
+    --include=systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps,sudo,curl,locales \
+    --customize-hook='rm -f "$1"/etc/machine-id; : > "$1"/etc/machine-id' \
+    --customize-hook='chroot "$1" systemctl mask getty@tty1.service systemd-logind.service >/dev/null 2>&1 || true' \
+    "${hooks[@]}" \
+    "$suite" "${work}/rootfs.tar"
+  docker import \
+    --change 'CMD ["/lib/systemd/systemd"]' \
+    --change 'ENV container=docker' \
+    --change "LABEL mxedge.ca=${stamp}" \
+    "${work}/rootfs.tar" "${tag}:latest" >/dev/null
+  rm -rf "$work"
+}
+
+ensure_images() {
+  local pair
+  for pair in $MXEDGE_IMAGES; do
+    ensure_image "${pair%%:*}" "${pair#*:}"
+  done
+}
+
+ensure_venv() {
+  local req="${MXEDGE_ROOT}/requirements-dev.txt"
+  local stamp="${MXEDGE_VENV}/.mxedge-requirements"
+  if [ -x "${MXEDGE_VENV}/bin/python" ] && cmp -s "$req" "$stamp"; then
+    return 0
+  fi
+  log "creating virtualenv ${MXEDGE_VENV} with pinned requirements"
+  python3 -m venv "$MXEDGE_VENV"
+  "${MXEDGE_VENV}/bin/pip" install --quiet --upgrade pip 2>&1 | grep -v 'is ignored' || true
+  "${MXEDGE_VENV}/bin/pip" install --quiet -r "$req" 2>&1 | grep -v 'is ignored' || true
+  "${MXEDGE_VENV}/bin/python" -c 'import ansible, molecule, testinfra, nio' # fail loudly
+  cp "$req" "$stamp"
+}
+
+# Ansible finds the collection as mxedge.matrix through a collections tree whose
+# only entry is a symlink to this checkout.
+ensure_collection_path() {
+  local dir="${MXEDGE_CACHE}/collections/ansible_collections/mxedge"
+  mkdir -p "$dir"
+  if [ "$(readlink "${dir}/matrix" 2>/dev/null)" != "$MXEDGE_ROOT" ]; then
+    rm -f "${dir}/matrix"
+    ln -s "$MXEDGE_ROOT" "${dir}/matrix"
+  fi
+}
+
+mxedge_env() {
+  export MXEDGE_ROOT MXEDGE_CACHE MXEDGE_VENV
+  export PATH="${MXEDGE_VENV}/bin:${PATH}"
+  # site-packages/ansible_collections (the `ansible` package) is scanned too.
+  export ANSIBLE_COLLECTIONS_PATH="${MXEDGE_CACHE}/collections"
+  export ANSIBLE_CONFIG="${MXEDGE_ROOT}/ansible.cfg"
+  export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}"
+  export PY_COLORS="${PY_COLORS:-0}"
+}
+
+bootstrap_all() {
+  ensure_packages
+  ensure_docker
+  ensure_images
+  ensure_venv
+  ensure_collection_path
+  mxedge_env
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  bootstrap_all
+  log "ready: venv ${MXEDGE_VENV}, images ${MXEDGE_IMAGES}"
+fi
