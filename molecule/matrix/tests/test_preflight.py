@@ -65,7 +65,10 @@ def _run_site(extra_vars):
         ],
         env=env, capture_output=True, text=True, timeout=300, check=False,
     )
-    return proc, json.loads(proc.stdout)
+    try:
+        return proc, json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"ansible-playbook did not run its plays: {proc.stderr[-2000:]}")
 
 
 def _failure_messages(report):
@@ -99,7 +102,7 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("variable", "value", "named"), BAD_INPUTS, ids=[f"{v}={x!r}" for v, x, _ in BAD_INPUTS])
+@pytest.mark.parametrize(("variable", "value", "named"), BAD_INPUTS, ids=[f"{v}={x!r}" for v, x, _named in BAD_INPUTS])
 def test_bad_input_stops_before_any_change(variable, value, named):
     proc, report = _run_site({variable: value})
     assert proc.returncode != 0
@@ -110,4 +113,4 @@ def test_bad_input_stops_before_any_change(variable, value, named):
         assert counts["failures"] >= 1, (name, counts)
     messages = list(_failure_messages(report))
     assert messages, proc.stdout[-2000:]
-    assert all(named in message for _, message in messages), messages
+    assert all(named in message for _task, message in messages), messages

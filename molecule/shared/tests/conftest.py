@@ -113,14 +113,14 @@ class Node:
 
     def register(self, user, password):
         """Register a user with the shared secret (Synapse's admin register API, on loopback)."""
-        status, _, body = self.homeserver_local("/_synapse/admin/v1/register")
+        status, _headers, body = self.homeserver_local("/_synapse/admin/v1/register")
         assert status == 200, body
         nonce = json.loads(body)["nonce"]
         secret = self.vars["homeserver_registration_shared_secret"].encode()
         mac = hmac.new(secret, digestmod=hashlib.sha1)
         mac.update(b"\x00".join([nonce.encode(), user.encode(), password.encode(), b"notadmin"]))
         payload = json.dumps({"nonce": nonce, "username": user, "password": password, "admin": False, "mac": mac.hexdigest()})
-        status, _, body = self.homeserver_local(
+        status, _headers, body = self.homeserver_local(
             "/_synapse/admin/v1/register", "-X", "POST", "-H", "Content-Type: application/json", "--data", payload
         )
         assert status == 200 or b"User ID already taken" in body, body
@@ -128,7 +128,7 @@ class Node:
     def login_to(self, server, user, password):
         """Log in to `server` through its proxy, from this host; returns an access token."""
         payload = json.dumps({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password})
-        status, _, body = self.curl(
+        status, _headers, body = self.curl(
             f"{server.base_url}_matrix/client/v3/login", "-X", "POST", "-H", "Content-Type: application/json", "--data", payload
         )
         assert status == 200, body
@@ -216,7 +216,7 @@ def resolve_map(*nodes):
     """Host name -> container address, for clients running on the controller."""
     mapping = {}
     for node in nodes:
-        for name in {node.server_name.split(":")[0], node.fqdn}:
+        for name in (node.server_name.split(":")[0], node.fqdn):
             mapping[name] = node.ip
     return mapping
 

@@ -29,7 +29,7 @@ def test_start_long_poll(hs1, hs2):
     """Start a /sync with a 65 s timeout from hs2 for a user with nothing to sync."""
     hs1.register("sleeper", PASSWORD)
     token = hs2.login_to(hs1, "sleeper", PASSWORD)
-    status, _, body = hs2.curl(f"{hs1.base_url}_matrix/client/v3/sync?timeout=0", "-H", f"Authorization: Bearer {token}")
+    status, _headers, body = hs2.curl(f"{hs1.base_url}_matrix/client/v3/sync?timeout=0", "-H", f"Authorization: Bearer {token}")
     assert status == 200, body
     since = json.loads(body)["next_batch"]
     url = f"{hs1.base_url}_matrix/client/v3/sync?timeout=65000&since={since}"
@@ -142,21 +142,21 @@ def test_well_known_bodies_are_the_filter_output(hs1, hs2, module_utils):
         assert headers["content-type"].split(";")[0] == "application/json"
         assert headers["access-control-allow-origin"] == "*"
     # hs2 does not delegate: servers fall back to other.test:8448.
-    status, _, _ = hs1.curl(f"https://{hs2.server_name}/.well-known/matrix/server")
+    status, _headers, _body = hs1.curl(f"https://{hs2.server_name}/.well-known/matrix/server")
     assert status == 404
 
 
 def test_health_through_the_proxy(hs1, hs2):
-    status, _, body = hs2.curl(f"{hs1.base_url}health")
+    status, _headers, body = hs2.curl(f"{hs1.base_url}health")
     assert (status, body) == (200, b"OK")
-    status, _, body = hs1.curl(f"{hs2.base_url}health")
+    status, _headers, body = hs1.curl(f"{hs2.base_url}health")
     assert (status, body) == (200, b"OK")
 
 
 def test_federation_listener_serves_only_matrix_paths(hs1, hs2):
-    status, _, body = hs1.curl(f"https://{hs2.server_name}:8448/_matrix/federation/v1/version")
+    status, _headers, body = hs1.curl(f"https://{hs2.server_name}:8448/_matrix/federation/v1/version")
     assert status == 200 and b"server" in body
-    status, _, _ = hs1.curl(f"https://{hs2.server_name}:8448/_synapse/client/password_reset/email/submit_token")
+    status, _headers, _body = hs1.curl(f"https://{hs2.server_name}:8448/_synapse/client/password_reset/email/submit_token")
     assert status == 404
 
 
@@ -169,7 +169,7 @@ def test_forged_forwarded_for_is_overwritten(hs1, hs2, homeserver_log, direction
     base = server.base_url if server is hs1 else f"https://{server.server_name}:8448/"
     path = "_matrix/client/versions" if server is hs1 else "_matrix/federation/v1/version"
     probe = uuid.uuid4().hex
-    status, _, _ = client.curl(
+    status, _headers, _body = client.curl(
         f"{base}{path}?mxedge_probe={probe}",
         "-H", "X-Forwarded-For: 203.0.113.66", "-H", "X-Request-ID: forged-request-id",
     )
@@ -189,7 +189,7 @@ def test_forged_forwarded_for_is_overwritten(hs1, hs2, homeserver_log, direction
 def test_encoded_slash_reaches_the_homeserver(hs1, hs2):
     # An alias that cannot exist: Synapse answers M_NOT_FOUND for the decoded
     # alias only if %2F arrived intact; a decoded '/' would give an unknown path.
-    status, _, body = hs2.curl(f"{hs1.base_url}_matrix/client/v3/directory/room/%23no%2Fsuch%2Falias%3Aexample.test")
+    status, _headers, body = hs2.curl(f"{hs1.base_url}_matrix/client/v3/directory/room/%23no%2Fsuch%2Falias%3Aexample.test")
     assert status == 404 and json.loads(body)["errcode"] == "M_NOT_FOUND", body
 
 
@@ -213,13 +213,13 @@ ADMIN_NEVER_OK = ADMIN_DENIED + [
 
 def test_admin_api_reachable_directly(hs1):
     """The probe below is meaningful: Synapse itself answers it without auth."""
-    status, _, body = hs1.homeserver_local("/_synapse/admin/v1/server_version")
+    status, _headers, body = hs1.homeserver_local("/_synapse/admin/v1/server_version")
     assert status == 200 and b"server_version" in body
 
 
 @pytest.mark.parametrize("path", ADMIN_NEVER_OK)
 def test_admin_paths_blocked_through_proxy(hs1, hs2, path):
-    status, _, body = hs2.curl(f"https://{hs1.fqdn}{path}")
+    status, _headers, body = hs2.curl(f"https://{hs1.fqdn}{path}")
     assert b"server_version" not in body, (path, status, body)
     if path in ADMIN_DENIED:
         assert status == 403, (path, status, body)
@@ -229,7 +229,7 @@ def test_admin_paths_blocked_through_proxy(hs1, hs2, path):
 
 def test_admin_paths_allowed_from_allow_listed_network(hs1):
     # hs1 allows 127.0.0.0/8: the same request from loopback is served.
-    status, _, body = hs1.curl(
+    status, _headers, body = hs1.curl(
         f"https://{hs1.fqdn}/_synapse/admin/v1/server_version", "--resolve", f"{hs1.fqdn}:443:127.0.0.1"
     )
     assert status == 200 and b"server_version" in body
@@ -248,7 +248,7 @@ def upload_token(hs1, hs2):
 def test_upload_limit(hs1, hs2, upload_token, delta, expected):
     size = int(hs1.vars["matrix_max_upload_size_mb"]) * 1048576 + delta
     hs2.host.run(f"head -c {size} /dev/urandom > /tmp/mxedge-upload.bin")
-    status, _, body = hs2.curl(
+    status, _headers, body = hs2.curl(
         f"{hs1.base_url}_matrix/media/v3/upload?filename=probe.bin", "-X", "POST",
         "-H", f"Authorization: Bearer {upload_token}", "-H", "Content-Type: application/octet-stream",
         data_file="/tmp/mxedge-upload.bin", timeout=120,
@@ -268,7 +268,7 @@ def test_homeserver_down_and_back(hs1, hs2, flavour, homeserver_service):
     proxy_pid = hs1.service_pid(flavour["service"])
     hs1.host.check_output(f"systemctl stop {homeserver_service}")
     try:
-        status, _, _ = hs2.curl(f"{hs1.base_url}_matrix/client/versions")
+        status, _headers, _body = hs2.curl(f"{hs1.base_url}_matrix/client/versions")
         assert status in (502, 503), status
     finally:
         hs1.host.check_output(f"systemctl start {homeserver_service}")
@@ -288,7 +288,7 @@ def test_broken_directive_keeps_old_config_live(hs1, hs2, flavour):
     assert flavour["error"] in proc.stdout + proc.stderr, proc.stdout[-3000:]
     assert hs1.host.check_output(tree) == before
     assert hs1.service_pid(flavour["service"]) == proxy_pid
-    status, _, _ = hs2.curl(f"{hs1.base_url}_matrix/client/versions")
+    status, _headers, _body = hs2.curl(f"{hs1.base_url}_matrix/client/versions")
     assert status == 200
 
 

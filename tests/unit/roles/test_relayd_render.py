@@ -1,0 +1,655 @@
+"""Render mxedge.matrix.relayd's templates for several variable sets and check
+the result with a parser of relayd.conf(5) and an evaluator of its filter rules.
+
+relayd runs only on OpenBSD, so nothing here starts relayd or httpd: these
+tests prove what the role writes, not what relayd does with it (see
+docs/relayd.md, "What was not exercised"). The derived _matrix_* facts come from
+the real mxedge.matrix.matrix role, run by ansible-playbook on localhost; only
+_matrix_ipv6 (a property of the host) is set per case. The templates are
+rendered by the template module, as the role renders them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+
+import pytest
+import yaml
+
+import relayd_conf_parser as rc
+from relayd_harness import ROLE, ansible_playbook, run_playbook
+
+pytestmark = pytest.mark.skipif(ansible_playbook() is None, reason="ansible-playbook is not installed")
+
+MOZILLA_INTERMEDIATE_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+
+EXTRA_GLOBAL = 'table <mxedge_extra> { "192.0.2.99" }'
+EXTRA_CLIENT_PROTOCOL = (
+    'block request quick path "/_matrix/client/*/register*" label "registration closed"\n'
+    'pass request quick path "/extra/*" forward to <mxedge_extra>'
+)
+EXTRA_CLIENT_RELAY = "forward to <mxedge_extra> port 80 check tcp"
+EXTRA_FEDERATION_PROTOCOL = 'block request quick path "/_matrix/federation/v1/query/*" label "no directory queries"'
+EXTRA_FEDERATION_RELAY = "session timeout 900"
+
+# Every case: the variables given to the roles. case_ipv6 stands for the
+# host's IPv6 (the matrix role derives _matrix_ipv6 from the machine).
+CASES = {
+    # DESIGN's hs1: single port 443, delegated from example.test.
+    "single_port_delegated": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_federation_port": 443,
+        "case_ipv6": True,
+    },
+    # DESIGN's hs2: federation on 8448, server_name is the host (no separate well-known host).
+    "separate_federation": {
+        "matrix_server_name": "other.test",
+        "case_ipv6": False,
+    },
+    # Admin allow-list (IPv4 and IPv6), Palpo, remote homeserver, bigger uploads.
+    "admin_allow_list_palpo": {
+        "matrix_server_name": "example.org",
+        "matrix_homeserver_fqdn": "matrix.example.org",
+        "matrix_homeserver_flavour": "palpo",
+        "matrix_homeserver_address": "192.0.2.10",
+        "matrix_homeserver_port": 8080,
+        "matrix_max_upload_size_mb": 100,
+        "matrix_admin_allowed_networks": ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"],
+        "case_ipv6": True,
+    },
+    # server_name is the host, but clients use 8443: the well-known needs a 443 relay of its own.
+    "client_port_8443": {
+        "matrix_server_name": "example.net",
+        "matrix_client_port": 8443,
+        "matrix_federation_port": 8448,
+        "case_ipv6": False,
+    },
+    # Federation on 443, clients on 8443, delegated: the well-known host shares the federation relay.
+    "federation_on_443": {
+        "matrix_server_name": "example.com",
+        "matrix_homeserver_fqdn": "matrix.example.com",
+        "matrix_client_port": 8443,
+        "matrix_federation_port": 443,
+        "case_ipv6": False,
+    },
+    # No well-known, TCP health checks, no body limit, IPv6 homeserver in brackets.
+    "well_known_off": {
+        "matrix_server_name": "example.edu",
+        "matrix_homeserver_fqdn": "hs.example.edu",
+        "matrix_federation_port": 443,
+        "matrix_well_known_serve": False,
+        "matrix_homeserver_address": "[::1]",
+        "relayd_health_check": "tcp",
+        "relayd_body_limit_enforce": False,
+        "case_ipv6": True,
+    },
+    # Every extra variable.
+    "extras": {
+        "matrix_server_name": "extra.test",
+        "relayd_global_extra": EXTRA_GLOBAL,
+        "relayd_client_protocol_extra": EXTRA_CLIENT_PROTOCOL,
+        "relayd_client_relay_extra": EXTRA_CLIENT_RELAY,
+        "relayd_federation_protocol_extra": EXTRA_FEDERATION_PROTOCOL,
+        "relayd_federation_relay_extra": EXTRA_FEDERATION_RELAY,
+        "relayd_prefork": 8,
+        "relayd_session_timeout": 3600,
+        "relayd_request_id_value": "$SERVER_ADDR-$REMOTE_ADDR-$REMOTE_PORT",
+        "case_ipv6": False,
+    },
+}
+
+DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+
+
+def var(case, name):
+    """A variable of a case, or the shared default (roles/matrix) or relayd default."""
+    shared = {
+        "matrix_client_port": 443, "matrix_federation_port": 8448, "matrix_well_known_serve": True,
+        "matrix_homeserver_flavour": "synapse", "matrix_homeserver_address": "127.0.0.1",
+        "matrix_homeserver_port": 8008, "matrix_max_upload_size_mb": 50, "matrix_admin_allowed_networks": [],
+        "matrix_request_id_header": "X-Request-ID",
+    }
+    values = CASES[case]
+    if name in values:
+        return values[name]
+    if name == "matrix_homeserver_fqdn":
+        return values["matrix_server_name"]
+    if name in shared:
+        return shared[name]
+    return DEFAULTS[name]
+
+
+# --------------------------------------------------------------------------
+# What each case should produce, worked out from the variables alone.
+# --------------------------------------------------------------------------
+
+
+def expected(case):
+    client = var(case, "matrix_client_port")
+    federation = var(case, "matrix_federation_port")
+    separate = federation != client
+    sn_host = var(case, "matrix_server_name").split(":")[0]
+    fqdn = var(case, "matrix_homeserver_fqdn")
+    if not var(case, "matrix_well_known_serve"):
+        placement = "none"
+    elif sn_host != fqdn:
+        placement = "separate"
+    elif client == 443:
+        placement = "client"
+    elif separate and federation == 443:
+        placement = "federation"
+    else:
+        placement = "separate"
+    relays = {"mxedge_client": client}
+    if separate:
+        relays["mxedge_federation"] = federation
+    if placement == "separate" and 443 not in relays.values():
+        relays["mxedge_well_known"] = 443
+    flavour = var(case, "matrix_homeserver_flavour")
+    return {
+        "relays": relays,
+        "separate": separate,
+        "placement": placement,
+        "server_name_host": sn_host,
+        "fqdn": fqdn,
+        "client_prefixes": ["/_matrix", f"/_{flavour}/client"],
+        "admin_prefix": f"/_{flavour}/admin",
+        "namespace": f"/_{flavour}/",
+        "limit": var(case, "matrix_max_upload_size_mb") * 1048576,
+        # The relay and the Host that answers /.well-known/matrix/*.
+        "well_known_port": {"none": None, "client": client, "federation": federation, "separate": 443}[placement],
+    }
+
+
+# --------------------------------------------------------------------------
+# Rendering (one ansible-playbook run for every case)
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    base = tmp_path_factory.mktemp("relayd-render")
+    hosts = {}
+    for case, values in CASES.items():
+        hostvars = dict(values)
+        hostvars.update({
+            "case_out": str(base / "out" / case),
+            "matrix_tls_certificate": "/etc/ssl/mxedge-test.crt",
+            "matrix_tls_certificate_key": "/etc/ssl/private/mxedge-test.key",
+        })
+        hosts[case] = hostvars
+    facts = {
+        "server_name_host": "{{ _matrix_server_name_host }}",
+        "federation_separate": "{{ _matrix_federation_separate }}",
+        "well_known_vhost_separate": "{{ _matrix_well_known_vhost_separate }}",
+        "well_known_server_body": "{{ _matrix_well_known_server_body }}",
+        "well_known_client_body": "{{ _matrix_well_known_client_body }}",
+        "client_path_prefixes": "{{ _matrix_client_path_prefixes }}",
+        "admin_path_prefixes": "{{ _matrix_admin_path_prefixes }}",
+        "max_body_bytes": "{{ _matrix_max_body_bytes }}",
+        "placement": "{{ _relayd_well_known_placement }}",
+        "ports": "{{ _relayd_ports }}",
+    }
+    plays = [{
+        "name": "Render mxedge.matrix.relayd for every case",
+        "hosts": "all",
+        "gather_facts": True,
+        "vars_files": [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml")],
+        "roles": ["mxedge.matrix.matrix"],
+        "tasks": [
+            {"name": "Take the case's IPv6 answer", "ansible.builtin.set_fact": {"_matrix_ipv6": "{{ case_ipv6 | bool }}"}},
+            {"name": "Create the output directory",
+             "ansible.builtin.file": {"path": "{{ case_out }}", "state": "directory", "mode": "0755"}},
+            {"name": "Render the role's templates",
+             "ansible.builtin.template": {"src": str(ROLE / "templates") + "/{{ item }}.j2",
+                                          "dest": "{{ case_out }}/{{ item }}", "mode": "0644"},
+             "loop": ["relayd.conf", "httpd.conf", "login.conf.d-relayd"]},
+            {"name": "Save the derived values",
+             "ansible.builtin.copy": {"content": "{{ __facts | to_json }}", "dest": "{{ case_out }}/facts.json",
+                                      "mode": "0644"},
+             "vars": {"__facts": facts}},
+        ],
+    }]
+    rc_, result, stderr = run_playbook(base, plays, hosts)
+    assert rc_ == 0, json.dumps(result.get("stats"), indent=1) + stderr
+    out = {}
+    for case in CASES:
+        directory = base / "out" / case
+        text = (directory / "relayd.conf").read_text()
+        out[case] = {
+            "text": text,
+            "config": rc.parse(text),
+            "httpd_text": (directory / "httpd.conf").read_text(),
+            "httpd": rc.parse_blocks((directory / "httpd.conf").read_text()),
+            "login_class": (directory / "login.conf.d-relayd").read_text(),
+            "facts": json.loads((directory / "facts.json").read_text()),
+        }
+    return out
+
+
+def request(case, path, host=None, source="198.51.100.7", headers=(), method="GET", port=None):
+    exp = expected(case)
+    return rc.Request(path=path, method=method, headers=[("Host", host or exp["fqdn"])] + list(headers), source=source,
+                      relay_port=port or 443)
+
+
+def run(rendered_case, port, req, **kwargs):
+    cfg = rendered_case["config"]
+    return rc.evaluate(cfg, cfg.relay_for_port(port), req, **kwargs)
+
+
+ALL = pytest.mark.parametrize("case", list(CASES))
+
+
+# --------------------------------------------------------------------------
+# Structure
+# --------------------------------------------------------------------------
+
+
+@ALL
+def test_every_file_starts_with_the_managed_comment(rendered, case):
+    for key in ("text", "httpd_text", "login_class"):
+        assert rendered[case][key].startswith("#\n# Ansible managed\n#\n"), key
+
+
+@ALL
+def test_the_real_matrix_role_derived_what_the_contract_says(rendered, case):
+    facts = rendered[case]["facts"]
+    exp = expected(case)
+    assert facts["server_name_host"] == exp["server_name_host"]
+    assert facts["placement"] == exp["placement"]
+    assert sorted(facts["ports"]) == sorted(set(exp["relays"].values()) | ({443} if exp["placement"] == "separate" else set()))
+    assert facts["admin_path_prefixes"] == [exp["admin_prefix"]]
+    assert facts["client_path_prefixes"] == exp["client_prefixes"]
+    assert int(facts["max_body_bytes"]) == exp["limit"]
+    # The bodies are the collection filters' canonical JSON (sorted keys, no spaces).
+    server = json.dumps({"m.server": f"{exp['fqdn']}:{var(case, 'matrix_federation_port')}"},
+                        sort_keys=True, separators=(",", ":"))
+    assert facts["well_known_server_body"] == server
+    client = json.loads(facts["well_known_client_body"])
+    port = var(case, "matrix_client_port")
+    assert client["m.homeserver"]["base_url"] == f"https://{exp['fqdn']}{'' if port == 443 else f':{port}'}/"
+
+
+@ALL
+def test_one_tls_relay_per_public_port(rendered, case):
+    cfg = rendered[case]["config"]
+    exp = expected(case)
+    assert {name: relay.listens[0].port for name, relay in cfg.relays.items()} == exp["relays"]
+    want_addresses = ["0.0.0.0"] + (["::"] if var(case, "case_ipv6") else [])
+    for relay in cfg.relays.values():
+        assert [listen.address for listen in relay.listens] == want_addresses
+        assert all(listen.tls for listen in relay.listens)
+        assert len({listen.port for listen in relay.listens}) == 1
+        assert relay.protocol == relay.name
+        assert relay.session_timeout >= 180
+
+
+@ALL
+def test_tls_is_mozilla_intermediate(rendered, case):
+    cfg = rendered[case]["config"]
+    for proto in cfg.protocols.values():
+        assert proto.type == "http"
+        assert proto.return_error
+        assert proto.keypairs == [expected(case)["fqdn"]]
+        assert proto.tls_flags == {"tlsv1.2", "tlsv1.3", "cipher-server-preference"}
+        assert proto.tls_ciphers == MOZILLA_INTERMEDIATE_CIPHERS
+        assert proto.tls_ecdhe == "X25519,P-256,P-384"
+        assert proto.tls_session_tickets is False
+        assert proto.tcp == {"nodelay": True, "backlog": 512}
+
+
+@ALL
+def test_tables_and_forwarding(rendered, case):
+    cfg = rendered[case]["config"]
+    address = var(case, "matrix_homeserver_address").strip("[]")
+    assert cfg.tables["mxedge_homeserver"].hosts == [address]
+    assert cfg.tables["mxedge_httpd"].hosts == ["127.0.0.1"]
+    check = ("http", "/health", None, "code", 200) if var(case, "relayd_health_check") == "http" else ("tcp",)
+    for relay in cfg.relays.values():
+        tables = [(f.table, f.port) for f in relay.forwards if f.table != "mxedge_extra"]
+        # The httpd instance first: it takes every request no rule sends elsewhere (404 there).
+        assert tables[0] == ("mxedge_httpd", 8089)
+        assert relay.forwards[0].options["check"] == ("tcp",)
+        if relay.name == "mxedge_well_known":
+            assert tables == [("mxedge_httpd", 8089)]
+        else:
+            assert tables[1] == ("mxedge_homeserver", var(case, "matrix_homeserver_port"))
+            assert relay.forwards[1].options["check"] == check
+
+
+@ALL
+def test_global_options(rendered, case):
+    cfg = rendered[case]["config"]
+    assert cfg.globals["prefork"] == var(case, "relayd_prefork")
+    assert cfg.globals["interval"] == 10
+    assert cfg.globals["timeout"] == 1000
+    assert cfg.globals["log"] == ["state changes", "connection errors"]
+
+
+def test_the_login_class_raises_open_files(rendered):
+    text = rendered["single_port_delegated"]["login_class"]
+    body = [line for line in text.splitlines() if not line.startswith("#")]
+    assert body == ["relayd:\\", "\t:openfiles=16384:\\", "\t:tc=daemon:"]
+
+
+# --------------------------------------------------------------------------
+# Behaviour: requests through the rules
+# --------------------------------------------------------------------------
+
+
+@ALL
+def test_client_api_goes_to_the_homeserver_unchanged(rendered, case):
+    exp = expected(case)
+    port = var(case, "matrix_client_port")
+    paths = [
+        "/_matrix/client/versions",
+        "/_matrix/client/v3/rooms/%21room%3Aexample.test/state/m.room.name/%2Fslash%2F",
+        "/_matrix/client/v3/directory/room/%23alias%3Aexample.test",
+        "/_matrix/media/v3/download/example.test//double",
+        exp["client_prefixes"][1] + "/sso_redirect",
+        "/health",
+    ]
+    for path in paths:
+        out = run(rendered[case], port, request(case, path, port=port))
+        assert (out.action, out.table) == ("pass", "mxedge_homeserver"), path
+        assert out.path == path  # relayd forwards the raw path; no rule rewrites it
+
+
+@ALL
+def test_forwarded_headers_overwrite_what_the_client_sent(rendered, case):
+    port = var(case, "matrix_client_port")
+    forged = [("X-Forwarded-For", "6.6.6.6"), ("x-forwarded-for", "7.7.7.7, 8.8.8.8"),
+              ("X-Forwarded-Proto", "http"), ("X-Request-ID", "client-chosen")]
+    for source in ("203.0.113.5", "2001:db8:1::5"):
+        out = run(rendered[case], port, request(case, "/_matrix/client/versions", source=source, headers=forged, port=port))
+        assert out.headers.get_all("X-Forwarded-For") == [source]
+        assert out.headers.get_all("X-Forwarded-Proto") == ["https"]
+        want_id = var(case, "relayd_request_id_value").replace("$SERVER_ADDR", "0.0.0.0")
+        want_id = want_id.replace("$REMOTE_ADDR", source).replace("$REMOTE_PORT", "50000")
+        assert out.headers.get_all("X-Request-ID") == [want_id]
+        assert out.headers.get("Host") == expected(case)["fqdn"]
+
+
+@ALL
+def test_admin_api_is_refused_except_from_the_allow_list(rendered, case):
+    exp = expected(case)
+    port = var(case, "matrix_client_port")
+    path = exp["admin_prefix"] + "/v1/server_version"
+    out = run(rendered[case], port, request(case, path, source="203.0.113.9", port=port))
+    assert (out.action, out.status) == ("block", 403)
+    networks = var(case, "matrix_admin_allowed_networks")
+    for network in networks:
+        inside = str(next(ipaddress.ip_network(network).hosts(), ipaddress.ip_network(network).network_address))
+        out = run(rendered[case], port, request(case, path, source=inside, port=port))
+        assert (out.action, out.table) == ("pass", "mxedge_homeserver"), network
+        assert out.headers.get_all("X-Forwarded-For") == [inside]
+    if networks:
+        for outside in ("11.0.0.1", "192.0.2.8", "2001:db9::1"):
+            out = run(rendered[case], port, request(case, path, source=outside, port=port))
+            assert out.action == "block", outside
+
+
+def _bypass_spellings(exp):
+    ns = exp["namespace"]  # "/_synapse/"
+    name = ns.strip("/")  # "_synapse"
+    admin = exp["admin_prefix"]
+    return [
+        # percent-encoded letters of the admin prefix
+        ns + "%61dmin/v1/server_version",
+        ns + "adm%69n/v1/server_version",
+        ns + "%41DMIN/v1/server_version",
+        # percent-encoded namespace
+        "/%5F" + name[1:] + "/admin/v1/server_version",
+        "/" + name[:2] + "%" + format(ord(name[2]), "02x") + name[3:] + "/admin/v1/x",
+        "/" + name + "%2Fadmin/v1/x",
+        # dot segments, plain and encoded, upper and lower case
+        "/_matrix/../" + admin[1:] + "/v1/server_version",
+        "/_matrix/%2e%2e/" + admin[1:] + "/v1/server_version",
+        "/_matrix/%2E%2E/" + admin[1:] + "/v1/server_version",
+        "/_matrix/.%2e/" + admin[1:] + "/v1/server_version",
+        "/_matrix/%2e./" + admin[1:] + "/v1/server_version",
+        "/_matrix/./../" + admin[1:],
+        ns + "client/../admin/v1/x",
+        ns + "client/%2e%2e/admin/v1/x",
+        "/_matrix/client/..",
+        "/_matrix/client/%2E",
+    ]
+
+
+@ALL
+def test_encoded_and_dot_segment_variants_are_refused(rendered, case):
+    exp = expected(case)
+    port = var(case, "matrix_client_port")
+    allowed = var(case, "matrix_admin_allowed_networks")
+    sources = ["203.0.113.9"] + [str(ipaddress.ip_network(n).network_address + 1) for n in allowed]
+    for path in _bypass_spellings(exp):
+        for source in sources:
+            out = run(rendered[case], port, request(case, path, source=source, port=port))
+            assert (out.action, out.status) == ("block", 403), (path, source)
+
+
+@ALL
+def test_the_rest_of_the_homeserver_namespace_is_refused_and_other_paths_get_404(rendered, case):
+    exp = expected(case)
+    port = var(case, "matrix_client_port")
+    for path in (exp["namespace"] + "metrics", exp["namespace"] + "clientX"):
+        assert run(rendered[case], port, request(case, path, port=port)).action == "block", path
+    # Everything else goes to the httpd instance, which answers 404 (see the httpd tests).
+    for path in ("/", "/index.html", "/_matrixx", "//_synapse/admin/v1/x", "https://evil/_synapse/admin"):
+        out = run(rendered[case], port, request(case, path, port=port))
+        assert (out.action, out.table) == ("pass", "mxedge_httpd"), path
+
+
+@ALL
+def test_body_limit_by_content_length(rendered, case):
+    exp = expected(case)
+    port = var(case, "matrix_client_port")
+    limit = exp["limit"]
+    enforce = var(case, "relayd_body_limit_enforce")
+    rng = random.Random(limit)
+    over = [limit + 1, limit + 10, limit * 10, 10 ** len(str(limit)), 99999999999] + \
+        [rng.randint(limit + 1, limit * 100) for _ in range(200)]
+    under = [0, 1, limit, limit - 1, limit // 2, 10 ** (len(str(limit)) - 1)] + [rng.randint(0, limit) for _ in range(200)]
+    for length in over:
+        out = run(rendered[case], port, request(case, "/_matrix/media/v3/upload", method="POST", port=port,
+                                                  headers=[("Content-Length", str(length))]))
+        assert out.action == ("block" if enforce else "pass"), length
+    for length in under:
+        out = run(rendered[case], port, request(case, "/_matrix/media/v3/upload", method="POST", port=port,
+                                                  headers=[("content-length", str(length))]))
+        assert (out.action, out.table) == ("pass", "mxedge_homeserver"), length
+
+
+def test_body_limit_patterns_are_exact_for_many_limits():
+    """The template's digit-by-digit patterns against integers, for limits of
+    every shape (the template logic, replayed on arbitrary limits)."""
+    def patterns(limit):
+        n = str(limit)
+        out = ["?" * (len(n) + 1) + "*"]
+        for i, digit in enumerate(n):
+            if int(digit) < 9:
+                out.append(n[:i] + f"[{int(digit) + 1}-9]" + "?" * (len(n) - i - 1))
+        return out
+
+    rng = random.Random(7)
+    limits = [1048576, 52428800, 104857600, 9, 99, 1000, 999999, 10485760000] + [rng.randint(1, 10 ** 11) for _ in range(50)]
+    for limit in limits:
+        pats = patterns(limit)
+        values = {0, 1, limit - 1, limit, limit + 1, limit * 10, 10 ** len(str(limit))} | \
+            {rng.randint(0, limit * 3) for _ in range(300)}
+        for value in sorted(v for v in values if v >= 0):
+            blocked = any(rc.relayd_fnmatch(p, str(value)) for p in pats)
+            assert blocked == (value > limit), (limit, value)
+
+
+def test_the_template_writes_those_patterns(rendered):
+    cfg = rendered["single_port_delegated"]["config"]
+    rules = [r for r in cfg.protocols["mxedge_client"].rules if "header" in r.kvs and r.kvs["header"].key == "Content-Length"]
+    assert [r.kvs["header"].value for r in rules] == [
+        "?????????*", "[6-9]???????", "5[3-9]??????", "52[5-9]?????", "524[3-9]????", "5242[9-9]???", "52428[9-9]??",
+        "524288[1-9]?", "5242880[1-9]",
+    ]
+    assert all(r.action == "block" and r.quick and r.direction == "request" for r in rules)
+
+
+@ALL
+def test_federation_listener(rendered, case):
+    exp = expected(case)
+    if not exp["separate"]:
+        assert "mxedge_federation" not in rendered[case]["config"].relays
+        return
+    port = var(case, "matrix_federation_port")
+    for path in ("/_matrix/federation/v1/version", "/_matrix/key/v2/server", "/_matrix/federation/v1/send/1%2F2"):
+        out = run(rendered[case], port, request(case, path, port=port, headers=[("X-Forwarded-For", "6.6.6.6")]))
+        assert (out.action, out.table) == ("pass", "mxedge_homeserver"), path
+        assert out.headers.get_all("X-Forwarded-For") == ["198.51.100.7"]
+    for path in (exp["client_prefixes"][1] + "/x", exp["admin_prefix"] + "/v1/x", "/health", "/"):
+        out = run(rendered[case], port, request(case, path, port=port))
+        assert (out.action, out.table) == ("pass", "mxedge_httpd"), path
+    for path in ("/_matrix/../" + exp["admin_prefix"][1:], "/_matrix/%2e%2e/x"):
+        assert run(rendered[case], port, request(case, path, port=port)).action == "block", path
+
+
+@ALL
+def test_well_known_documents(rendered, case):
+    exp = expected(case)
+    cfg = rendered[case]["config"]
+    host = exp["server_name_host"]
+    if exp["placement"] == "none":
+        for relay in cfg.relays.values():
+            proto = cfg.protocols[relay.protocol]
+            assert not [r for r in proto.rules if r.direction == "response"]
+        out = run(rendered[case], var(case, "matrix_client_port"),
+                  request(case, "/.well-known/matrix/server", host=host))
+        assert out.table == "mxedge_httpd"  # and httpd has no location for it: 404
+        return
+    port = exp["well_known_port"]
+    for kind in ("server", "client"):
+        for host_header in (host, host + ":443"):
+            out = run(rendered[case], port, request(case, f"/.well-known/matrix/{kind}", host=host_header, port=port))
+            assert (out.action, out.table, out.tag) == ("pass", "mxedge_httpd", "mxedge_wk"), (kind, host_header)
+            response = run(rendered[case], port, request(case, "/", port=port), session_tag=out.tag,
+                           direction="response", response_headers=[("Content-Type", "application/json")])
+            assert response.headers.get_all("Access-Control-Allow-Origin") == ["*"]
+            assert response.headers.get("Content-Type") == "application/json"
+    # A Matrix API response on the same connection gets no CORS header from relayd.
+    if exp["well_known_port"] == var(case, "matrix_client_port"):
+        out = run(rendered[case], port, request(case, "/_matrix/client/versions", port=port), session_tag="mxedge_wk")
+        assert out.tag == "mxedge_hs"
+        response = run(rendered[case], port, request(case, "/", port=port), session_tag=out.tag,
+                       direction="response", response_headers=[])
+        assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@ALL
+def test_the_server_name_host_only_gets_the_well_known_documents(rendered, case):
+    exp = expected(case)
+    if exp["placement"] != "separate" or exp["server_name_host"] == exp["fqdn"]:
+        return
+    port = 443
+    relay = rendered[case]["config"].relay_for_port(port)
+    if relay.name == "mxedge_well_known":
+        return
+    for path in ("/_matrix/client/versions", "/_matrix/federation/v1/version", "/health"):
+        for host in (exp["server_name_host"], exp["server_name_host"] + ":443"):
+            out = run(rendered[case], port, request(case, path, host=host, port=port))
+            assert (out.action, out.table) == ("pass", "mxedge_httpd"), (path, host)
+    # ... while the homeserver's host on the same relay is routed normally.
+    out = run(rendered[case], port, request(case, "/_matrix/federation/v1/version", port=port))
+    assert out.table == "mxedge_homeserver"
+
+
+def test_well_known_relay_of_its_own(rendered):
+    cfg = rendered["client_port_8443"]["config"]
+    relay = cfg.relays["mxedge_well_known"]
+    assert [listen.port for listen in relay.listens] == [443]
+    for path in ("/_matrix/client/versions", "/_synapse/admin/v1/x", "/"):
+        out = rc.evaluate(cfg, relay, rc.Request(path=path, headers=[("Host", "example.net")]))
+        assert out.table == "mxedge_httpd", path
+    out = rc.evaluate(cfg, relay, rc.Request(path="/.well-known/matrix/server", headers=[("Host", "example.net")]))
+    assert out.tag == "mxedge_wk"
+
+
+def test_extras_land_in_their_blocks(rendered):
+    case = rendered["extras"]
+    cfg = case["config"]
+    assert "mxedge_extra" in cfg.tables
+    assert [f.table for f in cfg.relays["mxedge_client"].forwards] == ["mxedge_httpd", "mxedge_homeserver", "mxedge_extra"]
+    assert cfg.relays["mxedge_federation"].session_timeout == 900
+    assert cfg.relays["mxedge_client"].session_timeout == 3600
+    assert cfg.globals["prefork"] == 8
+    out = run(case, 443, request("extras", "/extra/thing"))
+    assert out.table == "mxedge_extra"
+    out = run(case, 443, request("extras", "/_matrix/client/v3/register"))
+    assert (out.action, out.label) == ("block", "registration closed")
+    # Operator rules come before the role's, after the forwarded headers.
+    client_rules = cfg.protocols["mxedge_client"].rules
+    labels = [r.label for r in client_rules]
+    assert labels.index("registration closed") < labels.index("request body too large")
+    out = run(case, 8448, request("extras", "/_matrix/federation/v1/query/directory", port=8448))
+    assert out.label == "no directory queries"
+    out = run(case, 8448, request("extras", "/_matrix/federation/v1/version", port=8448))
+    assert out.table == "mxedge_homeserver"
+
+
+# --------------------------------------------------------------------------
+# httpd.conf of the well-known instance
+# --------------------------------------------------------------------------
+
+
+def httpd_route(tree, path):
+    """httpd(8)'s answer for a path: the first matching location decides."""
+    server = tree.find("server")[0]
+    root = next(c.words[1] for c in server.children if c.words[0] == "root")
+    for location in server.find("location"):
+        if rc.relayd_fnmatch(location.words[1], path):
+            words = [c.words for c in location.children]
+            if ["block", "return", 404] in words:
+                return ("status", 404)
+            strip = next((w[2] for w in words if w[:2] == ["request", "strip"]), 0)
+            parts = path.split("/")
+            rest = "/" + "/".join(parts[1 + strip:])
+            content_type = next(("".join(map(str, w[2:])) for w in words if w[:2] == ["default", "type"]), None)
+            return ("file", "/var/www" + root + rest, content_type)
+    return ("file", "/var/www" + root + path, None)
+
+
+@ALL
+def test_httpd_instance(rendered, case):
+    tree = rendered[case]["httpd"]
+    servers = tree.find("server")
+    assert len(servers) == 1
+    server = servers[0]
+    assert server.find("listen") and server.find("listen")[0].words == ["listen", "on", "127.0.0.1", "port", 8089]
+    assert ["log", "style", "forwarded"] in [c.words for c in server.children]
+    locations = [loc.words[1] for loc in server.find("location")]
+    assert locations[-1] == "*"
+    if expected(case)["placement"] == "none":
+        assert locations == ["*"]
+        assert httpd_route(tree, "/.well-known/matrix/server") == ("status", 404)
+    else:
+        assert locations == ["/.well-known/matrix/*", "*"]
+        for kind in ("server", "client"):
+            assert httpd_route(tree, f"/.well-known/matrix/{kind}") == \
+                ("file", f"/var/www/mxedge-matrix/{kind}", "application/json")
+    for path in ("/", "/_matrix/client/versions", "/.well-known/acme-challenge/x", "/mxedge-matrix/server"):
+        assert httpd_route(tree, path) == ("status", 404), path
+
+
+def test_documents_are_published_from_the_facts_unchanged():
+    """configure.yml copies the derived bodies as they are (no re-serialising)."""
+    tasks = yaml.safe_load((ROLE / "tasks" / "configure.yml").read_text())
+    task = next(t for t in tasks if t.get("name", "").startswith("Publish the well-known documents"))
+    assert task["ansible.builtin.copy"]["content"] == "{{ __relayd_document.body }}"
+    assert task["loop"] == [
+        {"kind": "server", "body": "{{ _matrix_well_known_server_body }}"},
+        {"kind": "client", "body": "{{ _matrix_well_known_client_body }}"},
+    ]
+    assert task["ansible.builtin.copy"]["dest"].endswith("/{{ __relayd_document.kind }}")
