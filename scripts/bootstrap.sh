@@ -40,6 +40,7 @@ ensure_packages() {
   command -v git >/dev/null 2>&1 || missing+=(git)
   command -v rsync >/dev/null 2>&1 || missing+=(rsync)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
   # mmdebstrap needs these to verify and unpack; docker.io recommends them but
   # --no-install-recommends leaves them out.
   dpkg -s debian-archive-keyring >/dev/null 2>&1 || missing+=(debian-archive-keyring)
@@ -64,10 +65,11 @@ ensure_docker() {
     log "starting dockerd in the background (log: /var/log/dockerd.log)"
     nohup dockerd >/var/log/dockerd.log 2>&1 &
   fi
-  local i
-  for i in $(seq 1 60); do
+  local waited=0
+  while [ "$waited" -lt 60 ]; do
     docker info >/dev/null 2>&1 && return 0
     sleep 1
+    waited=$((waited + 1))
   done
   echo "bootstrap: dockerd did not answer within 60 s; see /var/log/dockerd.log" >&2
   tail -n 20 /var/log/dockerd.log >&2 || true
@@ -90,10 +92,12 @@ ensure_image() {
   work="$(mktemp -d)"
   local hooks=()
   if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+    # shellcheck disable=SC2016 # "$1" is the chroot, expanded by mmdebstrap's hook shell
     hooks+=(--customize-hook='mkdir -p "$1/usr/local/share/ca-certificates"'
       --customize-hook='cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/"'
       --customize-hook='chroot "$1" update-ca-certificates >/dev/null')
   fi
+  # shellcheck disable=SC2016 # "$1" is the chroot, expanded by mmdebstrap's hook shell
   mmdebstrap --quiet --variant=apt \
     --include=systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps,sudo,curl,locales \
     --customize-hook='rm -f "$1"/etc/machine-id; : > "$1"/etc/machine-id' \
