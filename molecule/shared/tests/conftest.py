@@ -23,7 +23,6 @@ import uuid
 import pytest
 import testinfra
 import testinfra.utils.ansible_runner
-import yaml
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 EPHEMERAL = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
@@ -167,18 +166,15 @@ def flavour(hs1):
 
 
 @pytest.fixture(scope="session")
-def homeserver_defaults():
-    return yaml.safe_load((PROJECT / "roles" / "homeserver" / "defaults" / "main.yml").read_text())
+def homeserver_service():
+    """The unit the homeserver role installs (named after the flavour: synapse)."""
+    return "synapse"
 
 
 @pytest.fixture(scope="session")
-def homeserver_service(homeserver_defaults):
-    return homeserver_defaults["homeserver_service_name"]
-
-
-@pytest.fixture(scope="session")
-def homeserver_log(homeserver_defaults):
-    return homeserver_defaults["homeserver_log_dir"] + "/homeserver.log"
+def homeserver_log():
+    """The log the homeserver role configures (homeserver_log_dir default)."""
+    return "/var/log/synapse/homeserver.log"
 
 
 @pytest.fixture(scope="session")

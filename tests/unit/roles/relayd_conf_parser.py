@@ -803,6 +803,9 @@ class _Parser:
         if self.peek().is_word("nat", "destination"):
             self.error("nat lookup and destination are outside the supported subset")
         address = self.expect_string("address")
+        if address.startswith("/"):
+            # host() only knows addresses, interface names and DNS names.
+            self.error(f"invalid forward ip: {address} (relayd cannot forward to a UNIX socket)")
         fwd = Forward(table=None, address=address, port=None, tls=tls)
         if self.accept_word("port"):
             fwd.port = self.port()

@@ -37,14 +37,15 @@ def collections_tree(base: Path) -> Path:
     return tree
 
 
-def run_playbook(base: Path, plays: list, hosts: dict, timeout: int = 600):
+def run_playbook(base: Path, plays: list, hosts: dict, group_vars: dict | None = None, timeout: int = 600):
     """Run ``plays`` against ``hosts`` ({name: hostvars}), all local.
+    ``group_vars`` go to the group "all" (below host variables in precedence).
     Returns (returncode, parsed json callback output, stderr)."""
     base.mkdir(parents=True, exist_ok=True)
     inventory = {
         "all": {
             "hosts": hosts,
-            "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
+            "vars": dict(group_vars or {}, ansible_connection="local", ansible_python_interpreter=sys.executable),
         }
     }
     (base / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
@@ -78,7 +79,13 @@ def host_failures(result, host):
         for task in play.get("tasks", []):
             res = task.get("hosts", {}).get(host)
             if res and res.get("failed"):
-                out.append((task["task"]["name"], res.get("msg", "")))
+                message = res.get("msg", "")
+                # A loop: the messages of the failed items.
+                items = [item.get("msg", "") for item in res.get("results", []) if item.get("failed")]
+                if items:
+                    message = " | ".join(items)
+                # The json callback prefixes role tasks with "<role> : ".
+                out.append((task["task"]["name"].split(" : ", 1)[-1], message))
     return out
 
 
@@ -89,5 +96,5 @@ def host_task_names(result, host, status=("ok", "changed")):
             res = task.get("hosts", {}).get(host)
             if res is None or res.get("failed") or res.get("skipped"):
                 continue
-            names.append(task["task"]["name"])
+            names.append(task["task"]["name"].split(" : ", 1)[-1])
     return names
