@@ -1,0 +1,310 @@
+"""Render tests for roles/haproxy.
+
+One ansible-playbook run on localhost (connection local; HAProxy itself is not needed)
+loads the role for several variable sets: the real mxedge.matrix.matrix dependency derives
+the shared facts, the role's preflight runs, and haproxy.cfg.j2 is rendered into a
+temporary directory together with the files it reads (Lua helpers, well-known bodies).
+The tests read the rendered text. With haproxy and openssl on PATH, every rendered
+configuration is also put through `haproxy -c`, the role's own gate.
+"""
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+ROLE = ROOT / "roles" / "haproxy"
+TLS = {
+    "matrix_tls_certificate": "/etc/ssl/mxedge-test/fullchain.pem",
+    "matrix_tls_certificate_key": "/etc/ssl/mxedge-test/privkey.pem",
+}
+
+VARIANTS = {
+    # The e2e hs1: single port 443, delegated from example.test, admin allow-list.
+    "delegated_single_port": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_federation_port": 443,
+        "matrix_admin_allowed_networks": ["127.0.0.0/8", "2001:db8::/32"],
+        "mx_ipv6": True,
+    },
+    # The e2e hs2: federation on 8448, no well-known.
+    "separate_federation_no_well_known": {
+        "matrix_server_name": "other.test",
+        "matrix_well_known_serve": False,
+        "mx_ipv6": False,
+        "haproxy_federation_vhost_extra": "http-response set-header X-Federation yes",
+    },
+    # UNIX socket, Palpo, well-known inside the client vhost on a non-443 port.
+    "socket_palpo_same_host": {
+        "matrix_server_name": "matrix.example.test",
+        "matrix_client_port": 8443,
+        "matrix_homeserver_socket": "/run/palpo/palpo.sock",
+        "matrix_homeserver_flavour": "palpo",
+        "matrix_request_id_header": "X-Correlation-ID",
+        "mx_ipv6": False,
+        "haproxy_client_vhost_extra": "http-response set-header X-Client yes\n# second line\n",
+        "haproxy_well_known_vhost_extra": "http-response set-header X-Well-Known yes",
+    },
+    # Federation on 443 next to the well-known vhost, clients on 8443.
+    "federation_on_443": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_client_port": 8443,
+        "matrix_federation_port": 443,
+        "matrix_homeserver_address": "[::1]",
+        "matrix_max_upload_size_mb": 8,
+        "mx_ipv6": True,
+        "haproxy_maxconn": 12000,
+    },
+}
+
+PLAYBOOK = """
+- name: Render haproxy.cfg and its support files, one variable set per host
+  hosts: all
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Load the role (defaults, vars, matrix dependency) and run its preflight
+      ansible.builtin.include_role:
+        name: mxedge.matrix.haproxy
+        tasks_from: preflight
+        public: true
+
+    - name: Point the role's paths into the output tree; pretend the host's IPv6
+      ansible.builtin.set_fact:
+        _haproxy_config_dir: "{out}/{{{{ inventory_hostname }}}}"
+        _matrix_ipv6: "{{{{ mx_ipv6 }}}}"
+
+    - name: Create the output tree
+      ansible.builtin.file:
+        path: "{{{{ _haproxy_matrix_dir }}}}"
+        state: directory
+        mode: "0755"
+
+    - name: Render haproxy.cfg
+      ansible.builtin.template:
+        src: "{role}/templates/haproxy.cfg.j2"
+        dest: "{{{{ _haproxy_config_path }}}}"
+        mode: "0644"
+
+    - name: Copy the Lua helpers
+      ansible.builtin.copy:
+        src: "{role}/files/mxedge_matrix.lua"
+        dest: "{{{{ _haproxy_lua_path }}}}"
+        mode: "0644"
+
+    - name: Write the well-known bodies as the role does
+      ansible.builtin.copy:
+        content: "{{{{ item.body }}}}"
+        dest: "{{{{ item.path }}}}"
+        mode: "0644"
+      loop:
+        - {{path: "{{{{ _haproxy_well_known_server_path }}}}", body: "{{{{ _matrix_well_known_server_body }}}}"}}
+        - {{path: "{{{{ _haproxy_well_known_client_path }}}}", body: "{{{{ _matrix_well_known_client_body }}}}"}}
+      when: matrix_well_known_serve | bool
+
+    - name: Record the facts the tests compare against
+      ansible.builtin.copy:
+        dest: "{out}/{{{{ inventory_hostname }}}}.json"
+        mode: "0644"
+        content: "{{{{ {{'server_body': _matrix_well_known_server_body, 'client_body': _matrix_well_known_client_body,
+          'cert_path': _haproxy_cert_path}} | to_json }}}}"
+"""
+
+
+def _collections_path():
+    for entry in sys.path:
+        if (pathlib.Path(entry) / "ansible_collections" / "mxedge" / "matrix" / "roles").is_dir():
+            return entry
+    pytest.skip("mxedge.matrix is not importable as a collection")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    playbook_bin = shutil.which("ansible-playbook", path=os.path.dirname(sys.executable)) or shutil.which(
+        "ansible-playbook"
+    )
+    if not playbook_bin:
+        pytest.skip("ansible-playbook is not installed")
+    out = tmp_path_factory.mktemp("haproxy-render")
+    hosts = {}
+    for name, variables in VARIANTS.items():
+        hosts[name] = dict(TLS, ansible_connection="local", ansible_python_interpreter=sys.executable, **variables)
+    (out / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    (out / "render.yml").write_text(PLAYBOOK.format(role=ROLE, out=out))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=_collections_path(), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    env.pop("ANSIBLE_FORCE_COLOR", None)
+    proc = subprocess.run(
+        [playbook_bin, "-i", str(out / "inventory.yml"), str(out / "render.yml")],
+        cwd=out, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    result = {}
+    for name in VARIANTS:
+        result[name] = {
+            "dir": out / name,
+            "cfg": (out / name / "haproxy.cfg").read_text(),
+            "facts": json.loads((out / f"{name}.json").read_text()),
+        }
+    return result
+
+
+def _sections(text):
+    """{'global': body, 'defaults': body, 'frontend fe_matrix_443': body, ...}: section bodies without comments."""
+    sections, current = {}, None
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line[0].isspace():
+            current = line.strip()
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line.strip())
+    return sections
+
+
+def _frontends(text):
+    return {int(key.rsplit("_", 1)[1]): lines for key, lines in _sections(text).items() if key.startswith("frontend ")}
+
+
+def test_argument_spec_matches_defaults():
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    options = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    assert set(options) == set(defaults)
+    for name, value in defaults.items():
+        assert options[name]["default"] == value, name
+        assert options[name]["type"] == {str: "str", int: "int", bool: "bool"}[type(value)], name
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_common_behaviour(rendered, name):
+    text = rendered[name]["cfg"]
+    assert text.startswith("#\n# Ansible managed")
+    assert "option forwardfor" not in text
+    sections = _sections(text)
+    defaults = sections["defaults"]
+    for key in ("client", "server"):
+        seconds = int(re.search(rf"timeout {key} (\d+)s", "\n".join(defaults)).group(1))
+        assert seconds >= 180
+    assert "option http-keep-alive" in defaults and "http-reuse safe" in defaults
+    assert "ssl-default-bind-options prefer-client-ciphers ssl-min-ver TLSv1.2 no-tls-tickets" in sections["global"]
+    backend = sections["backend be_matrix_homeserver"]
+    assert "option httpchk" in backend
+    assert any(line.startswith("http-check send meth GET uri /health ver HTTP/1.1 hdr Host ") for line in backend)
+    for port, lines in _frontends(text).items():
+        assert "http-request set-header X-Forwarded-For %[src]" in lines, port
+        assert "http-request set-header X-Forwarded-Proto https if { ssl_fc }" in lines, port
+        assert "http-request set-var(txn.mx_path) path,lua.mx_normalize_path" in lines, port
+        assert lines[-1] == "default_backend be_matrix_not_found", port
+        assert all(re.search(r"\bssl crt \S+ alpn h2,http/1.1$", line) for line in lines if line.startswith("bind "))
+        # Security rules come before anything an operator extra or a use_backend can do.
+        admin = next(i for i, line in enumerate(lines) if line.startswith("http-request return status 403"))
+        first_backend = next(i for i, line in enumerate(lines) if line.startswith(("use_backend", "default_backend")))
+        assert admin < first_backend
+        assert not any(line.startswith("http-request") for line in lines[first_backend:]), port
+
+
+@pytest.mark.parametrize("name", [n for n, v in VARIANTS.items() if v.get("matrix_well_known_serve", True)])
+def test_well_known_bodies_are_the_facts_byte_for_byte(rendered, name):
+    variant = rendered[name]
+    for kind in ("server", "client"):
+        path = variant["dir"] / "matrix" / f"well-known-{kind}.json"
+        assert path.read_bytes() == variant["facts"][f"{kind}_body"].encode()
+        rule = (
+            f"http-request return status 200 content-type application/json file {path} "
+            'hdr Access-Control-Allow-Origin "*" if mx_vhost_well_known '
+            f"{{ var(txn.mx_path) -m str /.well-known/matrix/{kind} }}"
+        )
+        assert rule in [line.strip() for line in variant["cfg"].splitlines()], rule
+
+
+def test_delegated_single_port(rendered):
+    variant = rendered["delegated_single_port"]
+    text = variant["cfg"]
+    frontends = _frontends(text)
+    assert list(frontends) == [443]
+    lines = frontends[443]
+    assert f"bind 0.0.0.0:443 ssl crt {variant['facts']['cert_path']} alpn h2,http/1.1" in lines
+    assert any(line.startswith("bind [::]:443 v6only ") for line in lines)
+    assert "acl mx_vhost_client var(txn.mx_host) -m str matrix.example.test" in lines
+    assert "acl mx_vhost_well_known var(txn.mx_host) -m str example.test" in lines
+    assert "acl mx_admin_allowed src 127.0.0.0/8 2001:db8::/32" in lines
+    assert "acl mx_path_admin var(txn.mx_path) -i -m beg /_synapse/admin" in lines
+    assert "acl mx_path_client var(txn.mx_path) -m beg /_matrix /_synapse/client" in lines
+    assert "use_backend be_matrix_homeserver if mx_vhost_client mx_path_admin mx_admin_allowed" in lines
+    assert "chroot /var/lib/haproxy" in _sections(text)["global"]
+    assert "server homeserver 127.0.0.1:8008 check" in text
+
+
+def test_separate_federation_port(rendered):
+    text = rendered["separate_federation_no_well_known"]["cfg"]
+    frontends = _frontends(text)
+    assert sorted(frontends) == [443, 8448]
+    federation = frontends[8448]
+    routes = [line for line in federation if line.startswith("use_backend")]
+    assert routes == ["use_backend be_matrix_homeserver if mx_vhost_federation mx_path_federation"]
+    assert "acl mx_vhost_federation always_true" in federation
+    assert "http-response set-header X-Federation yes" in federation
+    assert not any("X-Federation" in line for line in frontends[443])
+    assert "well-known" not in text and "acl mx_admin_allowed always_false" in federation
+    assert not any(line.startswith("bind [") for lines in frontends.values() for line in lines)
+
+
+def test_socket_palpo_same_host(rendered):
+    variant = rendered["socket_palpo_same_host"]
+    text = variant["cfg"]
+    frontends = _frontends(text)
+    assert sorted(frontends) == [8443, 8448]
+    client = frontends[8443]
+    assert "server homeserver unix@/run/palpo/palpo.sock check" in text
+    assert not any(line.startswith("chroot") for line in _sections(text)["global"])
+    assert "acl mx_path_client var(txn.mx_path) -m beg /_matrix /_palpo/client" in client
+    assert "acl mx_path_admin var(txn.mx_path) -i -m beg /_palpo/admin" in client
+    assert "acl mx_vhost_well_known var(txn.mx_host) -m str matrix.example.test" in client
+    assert "http-request set-header X-Correlation-ID %[unique-id]" in client
+    # Extras: after the role's http-request rules, before its routing, in the port serving their vhost.
+    position = client.index("http-response set-header X-Client yes")
+    assert client.index("http-response set-header X-Well-Known yes") > position
+    assert max(i for i, line in enumerate(client) if line.startswith("http-request")) < position
+    assert position < min(i for i, line in enumerate(client) if line.startswith("use_backend"))
+    base_url = json.loads(variant["facts"]["client_body"])["m.homeserver"]["base_url"]
+    assert base_url == "https://matrix.example.test:8443/"
+
+
+def test_federation_on_443_shares_the_port_with_the_well_known_vhost(rendered):
+    text = rendered["federation_on_443"]["cfg"]
+    frontends = _frontends(text)
+    assert sorted(frontends) == [443, 8443]
+    assert "acl mx_vhost_federation always_true" in frontends[443]
+    assert "acl mx_vhost_well_known var(txn.mx_host) -m str example.test" in frontends[443]
+    assert not any(line.startswith("acl mx_vhost_well_known") for line in frontends[8443])
+    assert "server homeserver [::1]:8008 check" in text
+    assert "acl mx_body_too_large req.hdr_val(content-length) gt 8388608" in frontends[8443]
+    assert "maxconn 12000" in _sections(text)["global"] and "maxconn 12000" in _sections(text)["defaults"]
+
+
+@pytest.mark.skipif(not (shutil.which("haproxy") and shutil.which("openssl")), reason="needs haproxy and openssl")
+@pytest.mark.parametrize("name", VARIANTS)
+def test_haproxy_accepts_the_rendered_configuration(rendered, name, tmp_path):
+    variant = rendered[name]
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=matrix.example.test"],
+        capture_output=True, check=True,
+    )
+    pem = pathlib.Path(variant["facts"]["cert_path"])
+    pem.parent.mkdir(parents=True, exist_ok=True)
+    pem.write_text(cert.read_text() + key.read_text())
+    # A check only parses (certificates and Lua included); it binds and connects nothing.
+    proc = subprocess.run(["haproxy", "-c", "-f", str(variant["dir"] / "haproxy.cfg")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
