@@ -10,16 +10,15 @@ of /etc/apache2 the way the role builds its candidate (a2enmod, a2enconf, a2ensi
 APACHE_CONFDIR) and checked with `apache2ctl configtest` and the role's trial start.
 """
 
-import json
 import os
 import pathlib
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 import yaml
+from render import render
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "apache"
@@ -106,38 +105,13 @@ PLAYBOOK = """
 """
 
 
-def _collections_path():
-    for entry in sys.path:
-        if (pathlib.Path(entry) / "ansible_collections" / "mxedge" / "matrix" / "roles").is_dir():
-            return entry
-    pytest.skip("mxedge.matrix is not importable as a collection")
-
-
-def _ansible_playbook():
-    found = shutil.which("ansible-playbook", path=os.path.dirname(sys.executable)) or shutil.which("ansible-playbook")
-    if not found:
-        pytest.skip("ansible-playbook is not installed")
-    return found
-
-
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     out = tmp_path_factory.mktemp("apache-render")
-    hosts = {}
-    for name, variables in VARIANTS.items():
-        hosts[name] = dict(BASE, **variables, ansible_connection="local", ansible_python_interpreter=sys.executable)
-    (out / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
-    (out / "render.yml").write_text(PLAYBOOK.format(role=ROLE, out=out))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=_collections_path(), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
-    env.pop("ANSIBLE_FORCE_COLOR", None)
-    proc = subprocess.run(
-        [_ansible_playbook(), "-i", str(out / "inventory.yml"), str(out / "render.yml")],
-        cwd=out, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    data_by_name = render(out, PLAYBOOK.format(role=ROLE, out=out), {name: dict(BASE, **v) for name, v in VARIANTS.items()})
     result = {}
     for name in VARIANTS:
-        data = json.loads((out / f"{name}.json").read_text())
+        data = data_by_name[name]
         files = data.pop("files")
         result[name] = {
             "files": files,
@@ -161,17 +135,6 @@ def _vhosts(site):
 def _proxy_passes(body):
     return re.findall(r'^\s*ProxyPass "([^"]+)" "([^"]+)"(.*)$', body, re.M)
 
-
-def test_argument_spec_matches_defaults():
-    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    specs = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]
-    types = {str: "str", int: "int", bool: "bool", list: "list", dict: "dict"}
-    for entry in ("main", "preflight"):
-        options = specs[entry]["options"]
-        assert set(options) == set(defaults), entry
-        for name, value in defaults.items():
-            assert options[name]["default"] == value, (entry, name)
-            assert options[name]["type"] == types[type(value)], (entry, name)
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -13,10 +13,9 @@ import pathlib
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
-import yaml
+from render import render
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "nginx"
@@ -107,45 +106,17 @@ PLAYBOOK = """
 """
 
 
-def _collections_path():
-    for entry in sys.path:
-        if (pathlib.Path(entry) / "ansible_collections" / "mxedge" / "matrix" / "roles").is_dir():
-            return entry
-    pytest.skip("mxedge.matrix is not importable as a collection")
-
-
-def _ansible_playbook():
-    found = shutil.which("ansible-playbook", path=os.path.dirname(sys.executable)) or shutil.which("ansible-playbook")
-    if not found:
-        pytest.skip("ansible-playbook is not installed")
-    return found
-
-
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     out = tmp_path_factory.mktemp("nginx-render")
-    inventory = {"all": {"hosts": {}}}
-    for name, (variables, nginx_version, openssl_version) in VARIANTS.items():
-        host = dict(BASE, **variables)
-        host.update(
-            ansible_connection="local",
-            ansible_python_interpreter=sys.executable,
-            mx_nginx_version=nginx_version,
-            mx_openssl_version=openssl_version,
-        )
-        inventory["all"]["hosts"][name] = host
-    (out / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    (out / "render.yml").write_text(PLAYBOOK.format(role=ROLE, out=out))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=_collections_path(), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
-    env.pop("ANSIBLE_FORCE_COLOR", None)
-    proc = subprocess.run(
-        [_ansible_playbook(), "-i", str(out / "inventory.yml"), str(out / "render.yml")],
-        cwd=out, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    hosts = {
+        name: dict(BASE, **variables, mx_nginx_version=nginx_version, mx_openssl_version=openssl_version)
+        for name, (variables, nginx_version, openssl_version) in VARIANTS.items()
+    }
+    data_by_name = render(out, PLAYBOOK.format(role=ROLE, out=out), hosts)
     result = {}
     for name in VARIANTS:
-        data = json.loads((out / f"{name}.json").read_text())
+        data = data_by_name[name]
         tree = out / name
         for dest, text in data.pop("files").items():
             (tree / dest).parent.mkdir(parents=True, exist_ok=True)
@@ -160,17 +131,6 @@ def rendered(tmp_path_factory):
         }
     return result
 
-
-def test_argument_spec_matches_defaults():
-    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    specs = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]
-    types = {str: "str", int: "int", bool: "bool", list: "list", dict: "dict"}
-    for entry in ("main", "preflight"):
-        options = specs[entry]["options"]
-        assert set(options) == set(defaults), entry
-        for name, value in defaults.items():
-            assert options[name]["default"] == value, name
-            assert options[name]["type"] == types[type(value)], name
 
 
 def _servers(text):

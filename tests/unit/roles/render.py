@@ -1,0 +1,52 @@
+"""Render a role's templates with the real roles of the collection, on localhost.
+
+One ansible-playbook run renders many variable sets at once: each set is a host
+of a local inventory, and the role's own render playbook (written by the test)
+leaves one JSON file per host in the output directory.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+def collections_path():
+    """The sys.path entry under which mxedge.matrix is importable as a collection."""
+    for entry in sys.path:
+        if (pathlib.Path(entry) / "ansible_collections" / "mxedge" / "matrix" / "roles").is_dir():
+            return entry
+    pytest.skip("mxedge.matrix is not importable as a collection")
+    return None
+
+
+def ansible_playbook():
+    found = shutil.which("ansible-playbook", path=os.path.dirname(sys.executable)) or shutil.which("ansible-playbook")
+    if not found:
+        pytest.skip("ansible-playbook is not installed")
+    return found
+
+
+def render(out, playbook, hosts):
+    """Run `playbook` (text) for `hosts` ({name: vars}) on localhost; {name: JSON written to out/<name>.json}."""
+    inventory = {
+        name: dict(variables, ansible_connection="local", ansible_python_interpreter=sys.executable)
+        for name, variables in hosts.items()
+    }
+    (out / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": inventory}}))
+    (out / "render.yml").write_text(playbook)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path(), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    env.pop("ANSIBLE_FORCE_COLOR", None)
+    proc = subprocess.run(
+        [ansible_playbook(), "-i", str(out / "inventory.yml"), str(out / "render.yml")],
+        cwd=out, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return {name: json.loads((out / f"{name}.json").read_text()) for name in hosts}
