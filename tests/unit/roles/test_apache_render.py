@@ -97,7 +97,7 @@ PLAYBOOK = """
       ansible.builtin.copy:
         dest: "{out}/{{{{ inventory_hostname }}}}.json"
         mode: "0644"
-        content: "{{{{ {{'files': __files, 'placement': _apache_well_known_placement, 'ports': _apache_tls_ports,
+        content: "{{{{ {{'files': __files, 'placement': _matrix_well_known_placement, 'ports': _matrix_tls_ports,
           'upstream': _apache_upstream, 'body_limit': _matrix_max_body_bytes | int}} | to_json }}}}"
       vars:
         __files: "{{{{ dict(_apache_config_files | map(attribute='dest') | zip(query('ansible.builtin.template',
@@ -134,7 +134,6 @@ def _vhosts(site):
 
 def _proxy_passes(body):
     return re.findall(r'^\s*ProxyPass "([^"]+)" "([^"]+)"(.*)$', body, re.M)
-
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -87,7 +87,7 @@ PLAYBOOK = """
         dest: "{out}/{{{{ inventory_hostname }}}}.json"
         mode: "0644"
         content: "{{{{ {{'caddyfile': lookup('ansible.builtin.template', '{role}/templates/Caddyfile.j2'),
-          'placement': _caddy_well_known_placement, 'upstream': _caddy_upstream,
+          'placement': _matrix_well_known_placement, 'upstream': _caddy_upstream,
           'server_body': _matrix_well_known_server_body, 'client_body': _matrix_well_known_client_body,
           'max_body': _matrix_max_body_bytes}} | to_json }}}}"
 """
@@ -131,7 +131,6 @@ def _respond_bodies(block):
     for kind, raw in re.findall(r"handle @mxedge_matrix_well_known_(\w+) \{[^`]*respond `([^`]*)` 200", block):
         bodies[kind] = re.sub(r"\\([{}])", r"\1", raw)
     return bodies
-
 
 
 @pytest.mark.parametrize("name", VARIANTS)

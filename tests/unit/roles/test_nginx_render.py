@@ -97,7 +97,7 @@ PLAYBOOK = """
       ansible.builtin.copy:
         dest: "{out}/{{{{ inventory_hostname }}}}.json"
         mode: "0644"
-        content: "{{{{ {{'files': __render_files, 'placement': _nginx_well_known_placement,
+        content: "{{{{ {{'files': __render_files, 'placement': _matrix_well_known_placement,
           'disable_default_site': _nginx_disable_default_site | bool, 'upstream': _nginx_upstream_server,
           'client_body': _matrix_well_known_client_body}} | to_json }}}}"
       vars:
@@ -130,7 +130,6 @@ def rendered(tmp_path_factory):
             "derived": data,
         }
     return result
-
 
 
 def _servers(text):

@@ -187,14 +187,13 @@ def rendered(tmp_path_factory):
     facts = {
         "server_name_host": "{{ _matrix_server_name_host }}",
         "federation_separate": "{{ _matrix_federation_separate }}",
-        "well_known_vhost_separate": "{{ _matrix_well_known_vhost_separate }}",
         "well_known_server_body": "{{ _matrix_well_known_server_body }}",
         "well_known_client_body": "{{ _matrix_well_known_client_body }}",
         "client_path_prefixes": "{{ _matrix_client_path_prefixes }}",
         "admin_path_prefixes": "{{ _matrix_admin_path_prefixes }}",
         "max_body_bytes": "{{ _matrix_max_body_bytes }}",
-        "placement": "{{ _relayd_well_known_placement }}",
-        "ports": "{{ _relayd_ports }}",
+        "placement": "{{ _matrix_well_known_placement }}",
+        "ports": "{{ _matrix_tls_ports }}",
     }
     plays = [{
         "name": "Render mxedge.matrix.relayd for every case",
