@@ -51,7 +51,7 @@ def _curl(host, path, *args, client="127.0.0.1"):
         f"{' '.join(args)} {base}{path}"
     )
     out = host.check_output(cmd)
-    body, _, status = out.rpartition("\n")
+    body, _newline, status = out.rpartition("\n")
     return int(status), body
 
 
@@ -111,9 +111,9 @@ def test_access_log_records_request_id_and_client(host):
     """x_forwarded: the client address comes from X-Forwarded-For;
     request_id_header: the request id is the proxy's X-Request-ID."""
     request_id = f"mxedge-{uuid.uuid4().hex}"
-    status, _ = _curl(host, "/_matrix/client/versions", f"-H 'X-Request-ID: {request_id}'", client="192.0.2.77")
+    status, _body = _curl(host, "/_matrix/client/versions", f"-H 'X-Request-ID: {request_id}'", client="192.0.2.77")
     assert status == 200
-    for _ in range(20):
+    for _attempt in range(20):
         lines = host.run(f"grep -F {request_id} /var/log/synapse/homeserver.log").stdout.splitlines()
         if lines:
             break
@@ -190,7 +190,10 @@ def test_config_is_generated_from_shared_variables(host):
     assert cfg.startswith("#")
     v = _vars(host)
     py = "/opt/synapse/venv/bin/python"
-    read = lambda key: host.check_output(f"{py} -m synapse.config read {key} -c {CONFIG_DIR}/homeserver.yaml").splitlines()[-1]
+
+    def read(key):
+        return host.check_output(f"{py} -m synapse.config read {key} -c {CONFIG_DIR}/homeserver.yaml").splitlines()[-1]
+
     assert read("server.server_name") == f"server.server_name: {v['matrix_server_name']}"
     assert read("metrics.report_stats") == "metrics.report_stats: False"
     assert read("media.max_upload_size") == f"media.max_upload_size: {int(v['matrix_max_upload_size_mb']) * 1048576}"

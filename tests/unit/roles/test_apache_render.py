@@ -188,12 +188,12 @@ def test_routing_table(rendered, name):
     federation_port = variables.get("matrix_federation_port", 8448)
     vhosts = _vhosts(rendered[name]["site"])
     client = vhosts[(client_port, fqdn)]
-    own = [p for p, t, _ in _proxy_passes(client) if "8009" not in t]
+    own = [p for p, t, _opts in _proxy_passes(client) if "8009" not in t]
     assert own == [admin] + client_prefixes
     assert client.index(f'<Location "{admin}">') < client.index(f'ProxyPass "{admin}"')
     if federation_port != client_port:
         federation = vhosts[(federation_port, fqdn)]
-        assert [p for p, _, _ in _proxy_passes(federation)] == [admin, "/_matrix"]
+        assert [p for p, _target, _opts in _proxy_passes(federation)] == [admin, "/_matrix"]
         # admin refused on the federation port whatever the allow-list
         assert re.search(rf'<Location "{admin}">\s*Require all denied\s*</Location>', federation)
     else:
@@ -272,7 +272,7 @@ def test_operator_extras_land_in_their_vhosts_before_the_routing(rendered):
     client, federation = vhosts[(443, "matrix.example.test")], vhosts[(8448, "matrix.example.test")]
     assert '    Header always set X-Client yes\n    ProxyPass "/_matrix/client/unstable/org.matrix.msc3575"' in client
     # an extra ProxyPass for a more specific path comes before the role's /_matrix (first match wins)
-    passes = [p for p, _, _ in _proxy_passes(client)]
+    passes = [p for p, _target, _opts in _proxy_passes(client)]
     assert passes.index("/_matrix/client/unstable/org.matrix.msc3575") < passes.index("/_matrix")
     # the admin <Location> comes after the extras, so an extra <Location /> cannot re-open it
     assert client.index("X-Client") < client.index('<Location "/_synapse/admin">')

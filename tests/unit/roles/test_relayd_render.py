@@ -456,15 +456,15 @@ def test_body_limit_by_content_length(rendered, case):
     enforce = var(case, "relayd_body_limit_enforce")
     rng = random.Random(limit)
     over = [limit + 1, limit + 10, limit * 10, 10 ** len(str(limit)), 99999999999] + \
-        [rng.randint(limit + 1, limit * 100) for _ in range(200)]
-    under = [0, 1, limit, limit - 1, limit // 2, 10 ** (len(str(limit)) - 1)] + [rng.randint(0, limit) for _ in range(200)]
+        [rng.randint(limit + 1, limit * 100) for _draw in range(200)]
+    under = [0, 1, limit, limit - 1, limit // 2, 10 ** (len(str(limit)) - 1)] + [rng.randint(0, limit) for _draw in range(200)]
     for length in over:
-        out = run(rendered[case], port, request(case, "/_matrix/media/v3/upload", method="POST", port=port,
-                                                  headers=[("Content-Length", str(length))]))
+        upload = request(case, "/_matrix/media/v3/upload", method="POST", port=port, headers=[("Content-Length", str(length))])
+        out = run(rendered[case], port, upload)
         assert out.action == ("block" if enforce else "pass"), length
     for length in under:
-        out = run(rendered[case], port, request(case, "/_matrix/media/v3/upload", method="POST", port=port,
-                                                  headers=[("content-length", str(length))]))
+        upload = request(case, "/_matrix/media/v3/upload", method="POST", port=port, headers=[("content-length", str(length))])
+        out = run(rendered[case], port, upload)
         assert (out.action, out.table) == ("pass", "mxedge_homeserver"), length
 
 
@@ -480,11 +480,11 @@ def test_body_limit_patterns_are_exact_for_many_limits():
         return out
 
     rng = random.Random(7)
-    limits = [1048576, 52428800, 104857600, 9, 99, 1000, 999999, 10485760000] + [rng.randint(1, 10 ** 11) for _ in range(50)]
+    limits = [1048576, 52428800, 104857600, 9, 99, 1000, 999999, 10485760000] + [rng.randint(1, 10 ** 11) for _draw in range(50)]
     for limit in limits:
         pats = patterns(limit)
         values = {0, 1, limit - 1, limit, limit + 1, limit * 10, 10 ** len(str(limit))} | \
-            {rng.randint(0, limit * 3) for _ in range(300)}
+            {rng.randint(0, limit * 3) for _draw in range(300)}
         for value in sorted(v for v in values if v >= 0):
             blocked = any(rc.relayd_fnmatch(p, str(value)) for p in pats)
             assert blocked == (value > limit), (limit, value)
