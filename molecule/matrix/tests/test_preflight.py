@@ -90,6 +90,7 @@ BAD_INPUTS = [
     ("matrix_federation_port", 65536, "matrix_federation_port"),
     ("matrix_homeserver_flavour", "dendrite", "matrix_homeserver_flavour"),
     ("matrix_tls_source", "letsencrypt", "matrix_tls_source"),
+    ("matrix_tls_source", "acme", "matrix_tls_source"),
     ("matrix_tls_certificate", "", "matrix_tls_certificate"),
     ("matrix_admin_allowed_networks", ["10.0.0.0/33"], "matrix_admin_allowed_networks"),
     ("matrix_admin_allowed_networks", ["not-a-network"], "matrix_admin_allowed_networks"),
