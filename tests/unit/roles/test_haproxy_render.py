@@ -216,7 +216,7 @@ def test_separate_federation_port(rendered):
     assert sorted(frontends) == [443, 8448]
     federation = frontends[8448]
     routes = [line for line in federation if line.startswith("use_backend")]
-    assert routes == ["use_backend be_matrix_homeserver if mx_vhost_federation mx_path_federation"]
+    assert routes == ["use_backend be_matrix_homeserver if mx_vhost_federation mx_path_federation mx_raw_federation"]
     assert "acl mx_vhost_federation always_true" in federation
     assert "http-response set-header X-Federation yes" in federation
     assert not any("X-Federation" in line for line in frontends[443])
