@@ -571,6 +571,15 @@ def validate_no_proxy_entry(value, what="no_proxy entry"):
 # ----------------------------------------------------------- serialisation
 
 
+def passes(validator, value):
+    """True when ``validator(value)`` accepts ``value``: the body of every test plugin."""
+    try:
+        validator(value)
+    except MatrixNameError:
+        return False
+    return True
+
+
 def canonical_json(data):
     """JSON text with sorted keys, no whitespace, ASCII only (``\\uXXXX`` escapes).
 

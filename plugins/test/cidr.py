@@ -43,18 +43,14 @@ _value:
 """
 
 from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_names import (
-    MatrixNameError,
+    passes,
     validate_cidr,
 )
 
 
 def cidr(value):
     """True if ``value`` passes ``validate_cidr``."""
-    try:
-        validate_cidr(value)
-    except MatrixNameError:
-        return False
-    return True
+    return passes(validate_cidr, value)
 
 
 class TestModule:

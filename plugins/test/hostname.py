@@ -42,18 +42,14 @@ _value:
 """
 
 from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_names import (
-    MatrixNameError,
+    passes,
     validate_hostname,
 )
 
 
 def hostname(value):
     """True if ``value`` passes ``validate_hostname``."""
-    try:
-        validate_hostname(value)
-    except MatrixNameError:
-        return False
-    return True
+    return passes(validate_hostname, value)
 
 
 class TestModule:

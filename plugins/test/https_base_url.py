@@ -46,18 +46,14 @@ _value:
 """
 
 from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_names import (
-    MatrixNameError,
+    passes,
     validate_https_base_url,
 )
 
 
 def https_base_url(value):
     """True if ``value`` passes ``validate_https_base_url``."""
-    try:
-        validate_https_base_url(value)
-    except MatrixNameError:
-        return False
-    return True
+    return passes(validate_https_base_url, value)
 
 
 class TestModule:

@@ -45,18 +45,14 @@ _value:
 """
 
 from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_names import (
-    MatrixNameError,
+    passes,
     validate_no_proxy_entry,
 )
 
 
 def no_proxy_entry(value):
     """True if ``value`` passes ``validate_no_proxy_entry``."""
-    try:
-        validate_no_proxy_entry(value)
-    except MatrixNameError:
-        return False
-    return True
+    return passes(validate_no_proxy_entry, value)
 
 
 class TestModule:

@@ -45,18 +45,14 @@ _value:
 """
 
 from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_names import (
-    MatrixNameError,
+    passes,
     validate_proxy_url,
 )
 
 
 def proxy_url(value):
     """True if ``value`` passes ``validate_proxy_url``."""
-    try:
-        validate_proxy_url(value)
-    except MatrixNameError:
-        return False
-    return True
+    return passes(validate_proxy_url, value)
 
 
 class TestModule:

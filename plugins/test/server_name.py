@@ -48,18 +48,14 @@ _value:
 """
 
 from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_names import (
-    MatrixNameError,
+    passes,
     validate_server_name,
 )
 
 
 def server_name(value):
     """True if ``value`` passes ``validate_server_name``."""
-    try:
-        validate_server_name(value)
-    except MatrixNameError:
-        return False
-    return True
+    return passes(validate_server_name, value)
 
 
 class TestModule:
