@@ -30,7 +30,7 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     apt_updated=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
 ensure_packages() {
@@ -41,8 +41,8 @@ ensure_packages() {
   command -v rsync >/dev/null 2>&1 || missing+=(rsync)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
-  # mmdebstrap needs these to verify and unpack; docker.io recommends them but
-  # --no-install-recommends leaves them out.
+  # mmdebstrap verifies the archive with these (Recommends are installed too,
+  # as in the test bed where this was tried).
   dpkg -s debian-archive-keyring >/dev/null 2>&1 || missing+=(debian-archive-keyring)
   dpkg -s ca-certificates >/dev/null 2>&1 || missing+=(ca-certificates)
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
