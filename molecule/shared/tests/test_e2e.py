@@ -9,6 +9,7 @@ homeserver must log is a real container address.
 import asyncio
 import json
 import re
+import socket
 import time
 import uuid
 
@@ -51,8 +52,6 @@ class _StaticResolver(AbstractResolver):
         self.mapping = mapping
 
     async def resolve(self, host, port=0, family=0):
-        import socket  # noqa: PLC0415
-
         return [{"hostname": host, "host": self.mapping[host], "port": port, "family": socket.AF_INET, "proto": 0,
                  "flags": socket.AI_NUMERICHOST}]
 
