@@ -3,7 +3,8 @@
 - meta/argument_specs.yml in lockstep with defaults/main.yml: the same keys,
   the same defaults, matching types (entry points main and, where a role has
   one, preflight, which site.yml validates before anything changes);
-- every template starts with the managed header.
+- every template starts with the managed header (scripts: right after their "#!" line,
+  which must stay the first line for the kernel to run them).
 """
 
 import pathlib
@@ -40,4 +41,6 @@ def test_every_role_has_a_main_entry_point():
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=[str(t.relative_to(ROLES)) for t in TEMPLATES])
 def test_template_starts_with_managed_header(template):
-    assert "ansible_managed | comment" in template.read_text().split("\n", 1)[0]
+    lines = template.read_text().split("\n", 2)
+    first = lines[1] if lines[0].startswith("#!") else lines[0]
+    assert "ansible_managed | comment" in first

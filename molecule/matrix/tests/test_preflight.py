@@ -30,6 +30,7 @@ EXPECTED = {
         "client_path_prefixes": ["/_matrix", "/_synapse/client"],
         "admin_path_prefixes": ["/_synapse/admin"],
         "max_body_bytes": 8388608,
+        "tls_names": ["matrix.example.test", "example.test"],
     },
     "hs2": {
         "server_name_host": "other.test",
@@ -43,6 +44,7 @@ EXPECTED = {
         "client_path_prefixes": ["/_matrix", "/_synapse/client"],
         "admin_path_prefixes": ["/_synapse/admin"],
         "max_body_bytes": 8388608,
+        "tls_names": ["other.test"],
     },
 }
 
@@ -90,7 +92,6 @@ BAD_INPUTS = [
     ("matrix_federation_port", 65536, "matrix_federation_port"),
     ("matrix_homeserver_flavour", "dendrite", "matrix_homeserver_flavour"),
     ("matrix_tls_source", "letsencrypt", "matrix_tls_source"),
-    ("matrix_tls_source", "acme", "matrix_tls_source"),
     ("matrix_tls_certificate", "", "matrix_tls_certificate"),
     ("matrix_admin_allowed_networks", ["10.0.0.0/33"], "matrix_admin_allowed_networks"),
     ("matrix_admin_allowed_networks", ["not-a-network"], "matrix_admin_allowed_networks"),
@@ -105,9 +106,18 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("variable", "value", "named"), BAD_INPUTS, ids=[f"{v}={x!r}" for v, x, _named in BAD_INPUTS])
-def test_bad_input_stops_before_any_change(variable, value, named):
-    proc, report = _run_site({variable: value})
+# matrix_tls_source=acme is valid; these ACME settings are not.
+BAD_ACME_INPUTS = [
+    ({"matrix_acme_directory_url": "http://acme.example.test/directory"}, "matrix_acme_directory_url"),
+    ({"matrix_acme_email": "not an address"}, "matrix_acme_email"),
+    ({"matrix_acme_challenge_port": 8008}, "matrix_acme_challenge_port"),
+    ({"matrix_acme_challenge_port": 80}, "matrix_acme_challenge_port"),
+    ({"matrix_client_port": 80}, "matrix_client_port"),
+]
+
+
+def _assert_stops_before_any_change(extra_vars, named):
+    proc, report = _run_site(extra_vars)
     assert proc.returncode != 0
     stats = report["stats"]
     assert set(stats) == {"matrix-hs1", "matrix-hs2"}
@@ -117,3 +127,13 @@ def test_bad_input_stops_before_any_change(variable, value, named):
     messages = list(_failure_messages(report))
     assert messages, proc.stdout[-2000:]
     assert all(named in message for _task, message in messages), messages
+
+
+@pytest.mark.parametrize(("variable", "value", "named"), BAD_INPUTS, ids=[f"{v}={x!r}" for v, x, _named in BAD_INPUTS])
+def test_bad_input_stops_before_any_change(variable, value, named):
+    _assert_stops_before_any_change({variable: value}, named)
+
+
+@pytest.mark.parametrize(("extra", "named"), BAD_ACME_INPUTS, ids=[json.dumps(e) for e, _named in BAD_ACME_INPUTS])
+def test_bad_acme_input_stops_before_any_change(extra, named):
+    _assert_stops_before_any_change(dict(extra, matrix_tls_source="acme"), named)

@@ -49,6 +49,19 @@ VARIANTS = {
         "matrix_identity_server_url": "https://id.example.test",
         "matrix_well_known_client_extra": {"x.test": "{http.request.uuid} {host} \\{a} }{ \"q\" é"},
     },
+    "acme_delegated_not_on_443": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_client_port": 8443,
+        "matrix_tls_source": "acme",
+        "matrix_acme_challenge_port": 8999,
+        "mx_ipv6": True,
+    },
+    "self_signed": {
+        "matrix_server_name": "other.test",
+        "matrix_tls_source": "self_signed",
+        "mx_ipv6": False,
+    },
     "extras_no_well_known": {
         "matrix_server_name": "example.test",
         "matrix_homeserver_fqdn": "matrix.example.test",
@@ -145,7 +158,13 @@ def test_no_acme_and_files_for_tls(rendered, name):
     assert re.search(r"^\tauto_https off$", glob, re.M)
     assert not re.search(r"^\s*(email|acme_ca|acme_dns|on_demand_tls|cert_issuer|local_certs)\b", text, re.M)
     tls = _blocks(text)["(mxedge_matrix_tls)"]
-    assert "tls /etc/caddy/mxedge-tls/fullchain.pem /etc/caddy/mxedge-tls/privkey.pem {" in tls
+    if VARIANTS[name].get("matrix_tls_source", "files") == "files":
+        # Copies the caddy user can read.
+        assert "tls /etc/caddy/mxedge-tls/fullchain.pem /etc/caddy/mxedge-tls/privkey.pem {" in tls
+    else:
+        # mxedge.matrix.tls's files, the key readable by the caddy group.
+        fqdn = VARIANTS[name].get("matrix_homeserver_fqdn", VARIANTS[name]["matrix_server_name"])
+        assert f"tls /etc/mxedge-matrix/tls/{fqdn}.crt /etc/mxedge-matrix/tls/{fqdn}.key {{" in tls
     assert "protocols tls1.2 tls1.3" in tls
     ciphers = re.search(r"ciphers (.+)", tls).group(1).split()
     assert len(ciphers) == 6 and all(c.startswith("TLS_ECDHE_") and ("GCM" in c or "CHACHA20" in c) for c in ciphers)
@@ -252,7 +271,8 @@ def test_caddy_adapts_it_without_acme_and_keeps_the_bytes(rendered, name):
     assert '"level":"warn"' not in proc.stderr, proc.stderr
     config = json.loads(proc.stdout)
     tls = config["apps"]["tls"]
-    assert "automation" not in tls and "issuers" not in proc.stdout and "acme" not in proc.stdout
+    assert "automation" not in tls and "issuers" not in proc.stdout
+    assert "acme" not in proc.stdout.replace('"/.well-known/acme-challenge/*"', "")
     for server in config["apps"]["http"]["servers"].values():
         if server.get("tls_connection_policies"):
             assert server["automatic_https"] == {"disable": True}
@@ -260,3 +280,36 @@ def test_caddy_adapts_it_without_acme_and_keeps_the_bytes(rendered, name):
     served = {re.sub(r"\\([{}])", r"\1", json.loads(body)) for body in bodies}
     if rendered[name]["placement"] != "none":
         assert {rendered[name]["server_body"], rendered[name]["client_body"]} <= served
+
+
+def _plain_http_sites(text):
+    return {head: body for head, body in _blocks(text).items() if head.startswith("http://:")}
+
+
+@pytest.mark.parametrize("name", [n for n in VARIANTS if VARIANTS[n].get("matrix_tls_source") != "acme"])
+def test_no_port_80_site_without_acme(rendered, name):
+    assert not _plain_http_sites(rendered[name]["caddyfile"])
+
+
+def test_acme_port_80_forwards_the_challenge_and_redirects_the_rest(rendered):
+    (head, body), = _plain_http_sites(rendered["acme_delegated_not_on_443"]["caddyfile"]).items()
+    assert head == "http://:80"
+    assert "bind tcp4/0.0.0.0 tcp6/[::]" in body
+    challenge = re.search(r"handle /\.well-known/acme-challenge/\* \{(.*?)\n\t\}", body, re.S).group(1)
+    # reverse_proxy keeps the Host header as sent.
+    assert challenge.strip() == "reverse_proxy 127.0.0.1:8999"
+    rest = re.search(r"\thandle \{(.*?)\n\t\}", body, re.S).group(1)
+    assert rest.strip() == "redir https://{host}:8443{uri} 301"
+
+
+@pytest.mark.skipif(not shutil.which("caddy"), reason="needs the caddy binary")
+def test_caddy_adapts_the_acme_site_to_a_challenge_proxy_and_a_redirect(rendered):
+    proc = subprocess.run(["caddy", "adapt", "--adapter", "caddyfile", "--config", str(rendered["acme_delegated_not_on_443"]["path"])],
+                          capture_output=True, text=True, check=True)
+    servers = json.loads(proc.stdout)["apps"]["http"]["servers"]
+    (plain,) = [server for server in servers.values() if any(addr.endswith(":80") for addr in server["listen"])]
+    assert sorted(plain["listen"]) == ["tcp4/0.0.0.0:80", "tcp6/[::]:80"]
+    text = json.dumps(plain)
+    assert '"dial": "127.0.0.1:8999"' in text
+    assert '"Location": ["https://{http.request.host}:8443{http.request.uri}"]' in text
+    assert "tls_connection_policies" not in plain

@@ -59,6 +59,29 @@ VARIANTS = {
         "1.22.1",
         "3.0.17",
     ),
+    "acme_delegated_not_on_443": (
+        {
+            "matrix_server_name": "example.test",
+            "matrix_homeserver_fqdn": "matrix.example.test",
+            "matrix_client_port": 8443,
+            "matrix_tls_source": "acme",
+            "matrix_acme_challenge_port": 8999,
+            "mx_ipv6": True,
+        },
+        "1.22.1",
+        "3.0.17",
+    ),
+    "self_signed": (
+        {
+            "matrix_server_name": "example.test",
+            "matrix_homeserver_fqdn": "matrix.example.test",
+            "matrix_federation_port": 443,
+            "matrix_tls_source": "self_signed",
+            "mx_ipv6": False,
+        },
+        "1.22.1",
+        "3.0.17",
+    ),
     "extras_no_well_known": (
         {
             "matrix_server_name": "example.test",
@@ -164,10 +187,11 @@ def test_every_file_starts_with_the_managed_header(rendered, name):
 def test_proxy_pass_has_no_uri_part_and_forwarded_headers_are_overwritten(rendered, name):
     text = rendered[name]["matrix"]
     passes = re.findall(r"^\s*proxy_pass\s+([^;]+);", text, re.M)
-    assert passes and set(passes) == {"http://mxedge_homeserver"}
+    challenge = {"http://127.0.0.1:8999"} if name.startswith("acme") else set()
+    assert passes and set(passes) == {"http://mxedge_homeserver"} | challenge
     assert "$proxy_add_x_forwarded_for" not in text
     for block in _servers(text):
-        if "proxy_pass" in block:
+        if "proxy_pass http://mxedge_homeserver" in block:
             assert "proxy_set_header X-Forwarded-For $remote_addr;" in block
             assert "proxy_set_header X-Forwarded-Proto $scheme;" in block
             assert 'proxy_set_header Connection "";' in block
@@ -258,6 +282,46 @@ def test_operator_extras_land_in_their_blocks(rendered):
     assert main.index("limit_req_zone $binary_remote_addr zone=mx:10m rate=10r/s;") < main.index("include mxedge/*.conf;")
 
 
+def _plain_http_servers(text):
+    return [b for b in _servers(text) if re.search(r"^\s*listen (\[::\]:)?80 default_server;", b, re.M)]
+
+
+@pytest.mark.parametrize("name", [n for n in VARIANTS if VARIANTS[n][0].get("matrix_tls_source", "files") == "files"])
+def test_files_variants_use_the_given_paths_and_no_port_80_listener(rendered, name):
+    text = rendered[name]["matrix"]
+    assert not _plain_http_servers(text)
+    assert set(re.findall(r"ssl_certificate (\S+);", text)) == {BASE["matrix_tls_certificate"]}
+    assert set(re.findall(r"ssl_certificate_key (\S+);", text)) == {BASE["matrix_tls_certificate_key"]}
+
+
+@pytest.mark.parametrize("name", ["acme_delegated_not_on_443", "self_signed"])
+def test_managed_certificate_paths(rendered, name):
+    text = rendered[name]["matrix"]
+    assert set(re.findall(r"ssl_certificate (\S+);", text)) == {"/etc/mxedge-matrix/tls/matrix.example.test.crt"}
+    assert set(re.findall(r"ssl_certificate_key (\S+);", text)) == {"/etc/mxedge-matrix/tls/matrix.example.test.key"}
+
+
+def test_self_signed_adds_no_port_80_listener(rendered):
+    variant = rendered["self_signed"]
+    assert not _plain_http_servers(variant["matrix"])
+    assert variant["derived"]["disable_default_site"] is False
+
+
+def test_acme_port_80_forwards_the_challenge_and_redirects_the_rest(rendered):
+    variant = rendered["acme_delegated_not_on_443"]
+    (plain,) = _plain_http_servers(variant["matrix"])
+    # Every host name: default_server on both families, and Debian's default site goes.
+    assert "listen 80 default_server;" in plain and "listen [::]:80 default_server;" in plain
+    assert "ssl" not in plain
+    assert variant["derived"]["disable_default_site"] is True
+    challenge = re.search(r"location \^~ /\.well-known/acme-challenge/ \{(.*?)\}", plain, re.S).group(1)
+    assert "proxy_pass http://127.0.0.1:8999;" in challenge
+    assert "proxy_set_header Host $mxedge_matrix_host;" in challenge
+    # Everything else: to HTTPS on the client port, host without port, URI as sent.
+    rest = re.search(r"location / \{(.*?)\}", plain, re.S).group(1)
+    assert "return 301 https://$host:8443$request_uri;" in rest
+
+
 def _version(text):
     return tuple(int(part) for part in text.split("."))
 
@@ -284,10 +348,7 @@ def test_nginx_accepts_the_rendered_tree(rendered, name, tmp_path):
         capture_output=True, check=True,
     )
     conf = tree / "mxedge" / "matrix.conf"
-    conf.write_text(
-        conf.read_text()
-        .replace(BASE["matrix_tls_certificate"], str(cert))
-        .replace(BASE["matrix_tls_certificate_key"], str(key))
-    )
+    text = re.sub(r"(ssl_certificate) \S+;", rf"\1 {cert};", conf.read_text())
+    conf.write_text(re.sub(r"(ssl_certificate_key) \S+;", rf"\1 {key};", text))
     proc = subprocess.run(["nginx", "-t", "-c", str(tree / "nginx.conf")], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
