@@ -77,7 +77,31 @@ VARIANTS = {
         "apache_federation_vhost_extra": "Header always set X-Federation yes",
         "mx_ipv6": False,
     },
+    # matrix_tls_source=acme, delegated: the port-80 virtual host for both names, IPv6
+    "acme_delegated": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_tls_source": "acme",
+        "mx_ipv6": True,
+    },
+    # acme with clients on 8443 (the redirect names the port), another challenge port, Listen extras on port 80
+    "acme_client_8443": {
+        "matrix_server_name": "matrix.example.test",
+        "matrix_client_port": 8443,
+        "matrix_tls_source": "acme",
+        "matrix_acme_challenge_port": 8500,
+        "apache_listen_extra": ["80", "192.0.2.1:80 http", "8080"],
+        "mx_ipv6": False,
+    },
+    # self-signed: the tls role's paths, nothing on port 80 from the role
+    "self_signed": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_tls_source": "self_signed",
+        "mx_ipv6": True,
+    },
 }
+ACME = [name for name, v in VARIANTS.items() if v.get("matrix_tls_source") == "acme"]
 
 PLAYBOOK = """
 - name: Render the apache role's templates for one variable set per host
@@ -98,7 +122,8 @@ PLAYBOOK = """
         dest: "{out}/{{{{ inventory_hostname }}}}.json"
         mode: "0644"
         content: "{{{{ {{'files': __files, 'placement': _matrix_well_known_placement, 'ports': _matrix_tls_ports,
-          'upstream': _apache_upstream, 'body_limit': _matrix_max_body_bytes | int}} | to_json }}}}"
+          'upstream': _apache_upstream, 'body_limit': _matrix_max_body_bytes | int,
+          'cert': _matrix_tls_certificate_path, 'key': _matrix_tls_key_path, 'modules': _apache_wanted_modules}} | to_json }}}}"
       vars:
         __files: "{{{{ dict(_apache_config_files | map(attribute='dest') | zip(query('ansible.builtin.template',
           *(_apache_config_files | map(attribute='src') | map('regex_replace', '^', '{role}/templates/'))))) }}}}"
@@ -123,10 +148,12 @@ def rendered(tmp_path_factory):
     return result
 
 
-def _vhosts(site):
-    """{(port, ServerName): body} of the <VirtualHost> sections."""
+def _vhosts(site, tls=True):
+    """{(port, ServerName): body} of the <VirtualHost> sections: the TLS ones, or (tls=False) the plain-HTTP ones."""
     found = {}
     for port, body in re.findall(r"^<VirtualHost \*:(\d+)>\n(.*?)^</VirtualHost>", site, re.M | re.S):
+        if ("SSLEngine on" in body) != tls:
+            continue
         name = re.search(r"^\s*ServerName (\S+)$", body, re.M).group(1)
         found[(int(port), name)] = body
     return found
@@ -146,9 +173,10 @@ def test_every_file_starts_with_the_managed_header(rendered, name):
 def test_vhosts_pass_the_uri_untouched_and_set_forwarded_headers(rendered, name):
     header = VARIANTS[name].get("matrix_request_id_header", "X-Request-ID")
     limit = rendered[name]["derived"]["body_limit"]
+    cert, key_path = rendered[name]["derived"]["cert"], rendered[name]["derived"]["key"]
     for key, body in _vhosts(rendered[name]["site"]).items():
         # TLS on every vhost: Mozilla intermediate, HTTP/2
-        assert "SSLEngine on" in body and f'SSLCertificateFile "{CERT}"' in body, key
+        assert f'SSLCertificateFile "{cert}"' in body and f'SSLCertificateKeyFile "{key_path}"' in body, key
         assert "SSLProtocol -all +TLSv1.2 +TLSv1.3" in body and "SSLSessionTickets off" in body, key
         assert "SSLHonorCipherOrder off" in body and "Protocols h2 http/1.1" in body, key
         ciphers = re.search(r"SSLCipherSuite (\S+)", body).group(1).split(":")
@@ -213,6 +241,9 @@ def test_well_known_placement(rendered):
         "same_host_not_on_443": ("separate", (443, "matrix.example.test")),
         "federation_on_443": ("federation", (443, "matrix.example.test")),
         "extras_no_well_known": ("none", None),
+        "acme_delegated": ("separate", (443, "example.test")),
+        "acme_client_8443": ("separate", (443, "matrix.example.test")),
+        "self_signed": ("separate", (443, "example.test")),
     }
     for name, (placement, key) in expected.items():
         assert rendered[name]["derived"]["placement"] == placement, name
@@ -249,6 +280,55 @@ def test_listen_directives(rendered):
         "0.0.0.0:443 https", "[::]:443 https", "0.0.0.0:8443 https", "[::]:8443 https",
         "0.0.0.0:8448 https", "[::]:8448 https", "80"]
     assert listens("extras_no_well_known") == ["0.0.0.0:443 https", "0.0.0.0:8448 https", "80", "[::1]:8081 http"]
+    # acme: the role's own port 80 (IPv4, IPv6 when the host has it); apache_listen_extra's port-80 entries left out
+    assert listens("acme_delegated") == [
+        "0.0.0.0:443 https", "[::]:443 https", "0.0.0.0:8448 https", "[::]:8448 https", "0.0.0.0:80 http", "[::]:80 http"]
+    assert listens("acme_client_8443") == [
+        "0.0.0.0:443 https", "0.0.0.0:8443 https", "0.0.0.0:8448 https", "0.0.0.0:80 http", "8080"]
+    # self_signed adds nothing: Debian's port 80 line stays the operator's
+    assert listens("self_signed") == [
+        "0.0.0.0:443 https", "[::]:443 https", "0.0.0.0:8448 https", "[::]:8448 https", "80"]
+
+
+def test_tls_paths_follow_the_tls_source(rendered):
+    assert rendered["delegated"]["derived"]["cert"] == CERT
+    assert rendered["delegated"]["derived"]["key"] == KEY
+    for name in ("acme_delegated", "acme_client_8443", "self_signed"):
+        derived = rendered[name]["derived"]
+        fqdn = VARIANTS[name].get("matrix_homeserver_fqdn", VARIANTS[name]["matrix_server_name"])
+        assert derived["cert"] == f"/etc/mxedge-matrix/tls/{fqdn}.crt", name
+        assert derived["key"] == f"/etc/mxedge-matrix/tls/{fqdn}.key", name
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_port_80_virtual_host_only_with_acme(rendered, name):
+    plain = _vhosts(rendered[name]["site"], tls=False)
+    modules = rendered[name]["derived"]["modules"]
+    if name not in ACME:
+        assert plain == {}
+        assert "rewrite" not in modules
+        assert "acme" not in rendered[name]["site"].lower()
+        return
+    assert "rewrite" in modules
+    variables = VARIANTS[name]
+    fqdn = variables.get("matrix_homeserver_fqdn", variables["matrix_server_name"])
+    assert list(plain) == [(80, fqdn)]
+    body = plain[(80, fqdn)]
+    aliases = re.findall(r"^\s*ServerAlias (\S+)$", body, re.M)
+    assert aliases == ([variables["matrix_server_name"]] if variables["matrix_server_name"] != fqdn else [])
+    port = variables.get("matrix_acme_challenge_port", 8402)
+    assert _proxy_passes(body) == [
+        ("/.well-known/acme-challenge/", f"http://127.0.0.1:{port}/.well-known/acme-challenge/",
+         " nocanon retry=0 connectiontimeout=10")]
+    assert "ProxyPreserveHost On" in body and "UseCanonicalName Off" in body
+    suffix = "" if variables.get("matrix_client_port", 443) == 443 else f":{variables['matrix_client_port']}"
+    rules = re.findall(r'^\s*RewriteRule "\^" "([^"]+)" \[([^\]]+)\]$', body, re.M)
+    assert rules == [(f"https://%{{SERVER_NAME}}{suffix}%1", "R=301,L,NE"),
+                     (f"https://%{{SERVER_NAME}}{suffix}%{{REQUEST_URI}}", "R=301,L")]
+    assert body.count('RewriteCond %{REQUEST_URI} "!^/\\.well\\-known/acme\\-challenge/"') == 2
+    # the first plain-HTTP virtual host of the file, before the TLS ones
+    site = rendered[name]["site"]
+    assert site.index("<VirtualHost *:80>") < site.index("<VirtualHost *:443>")
 
 
 def test_mpm_sizing(rendered):
@@ -286,9 +366,8 @@ def _apache_usable():
     return shutil.which("apache2ctl") and shutil.which("a2enmod") and shutil.which("openssl") and os.geteuid() == 0
 
 
-@pytest.mark.skipif(not _apache_usable(), reason="needs Apache (apache2ctl, a2enmod), openssl and root")
-@pytest.mark.parametrize("name", VARIANTS)
-def test_apache_accepts_the_rendered_configuration(rendered, name, tmp_path):
+def _candidate(rendered, name, tmp_path):
+    """The rendered set in a scratch copy of /etc/apache2, built as the role builds it; (scratch, env)."""
     vars_main = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
     scratch = tmp_path / "stage"
     conf = scratch / "conf"
@@ -296,8 +375,10 @@ def test_apache_accepts_the_rendered_configuration(rendered, name, tmp_path):
     env = dict(os.environ, APACHE_CONFDIR=str(conf), APACHE_STATE_DIRECTORY=str(scratch / "state"))
     for mpm in vars_main["_apache_other_mpms"]:
         subprocess.run(["a2dismod", "-q", mpm], env=env, capture_output=True, check=False)
-    for module in [vars_main["_apache_mpm"]] + vars_main["_apache_modules"]:
+    for module in [vars_main["_apache_mpm"]] + rendered[name]["derived"]["modules"]:
         subprocess.run(["a2enmod", "-q", module], env=env, capture_output=True, check=True)
+    if name in ACME:
+        subprocess.run(["a2dissite", "-q", vars_main["_apache_default_site"]], env=env, capture_output=True, check=False)
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
@@ -305,9 +386,17 @@ def test_apache_accepts_the_rendered_configuration(rendered, name, tmp_path):
         capture_output=True, check=True,
     )
     for dest, text in rendered[name]["files"].items():
-        (conf / dest).write_text(text.replace(CERT, str(cert)).replace(KEY, str(key)))
+        derived = rendered[name]["derived"]
+        (conf / dest).write_text(text.replace(derived["cert"], str(cert)).replace(derived["key"], str(key)))
     subprocess.run(["a2enconf", "-q", "mxedge-matrix"], env=env, capture_output=True, check=True)
     subprocess.run(["a2ensite", "-q", "mxedge-matrix"], env=env, capture_output=True, check=True)
+    return scratch, env
+
+
+@pytest.mark.skipif(not _apache_usable(), reason="needs Apache (apache2ctl, a2enmod), openssl and root")
+@pytest.mark.parametrize("name", VARIANTS)
+def test_apache_accepts_the_rendered_configuration(rendered, name, tmp_path):
+    scratch, env = _candidate(rendered, name, tmp_path)
     proc = subprocess.run(["apache2ctl", "configtest"], env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     trial = subprocess.run(["sh", str(ROLE / "files" / "trial-start.sh"), str(scratch)],
@@ -315,3 +404,71 @@ def test_apache_accepts_the_rendered_configuration(rendered, name, tmp_path):
     if trial.returncode == 2:
         pytest.skip(trial.stderr)
     assert trial.returncode == 0, trial.stderr
+
+
+# A stand-in for the ACME client's HTTP-01 server: answers every GET with the Host and path it received.
+ECHO_SERVER = """
+import http.server, sys
+class Echo(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("host=%s path=%s" % (self.headers.get("Host"), self.path)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
+"""
+
+# Apache and the stand-in in network and PID namespaces of their own (nothing of
+# the machine's ports is touched; everything dies with the namespace), then curl.
+LIVE_SCRIPT = r"""
+set -u
+ip link set lo up
+python3 "$SCRATCH/echo.py" "$ACME_PORT" &
+. "$APACHE_CONFDIR/envvars"
+APACHE_PID_FILE=$SCRATCH/run/apache2.pid APACHE_RUN_DIR=$SCRATCH/run APACHE_LOCK_DIR=$SCRATCH/run APACHE_LOG_DIR=$SCRATCH/log
+export APACHE_PID_FILE APACHE_RUN_DIR APACHE_LOCK_DIR APACHE_LOG_DIR
+mkdir -p "$SCRATCH/run" "$SCRATCH/log"
+/usr/sbin/apache2 -d "$APACHE_CONFDIR" -D FOREGROUND -c "PidFile $APACHE_PID_FILE" -c "ErrorLog $APACHE_LOG_DIR/error.log" &
+i=0
+while [ ! -s "$APACHE_PID_FILE" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 0.5
+ask() {
+    curl -s --path-as-is -o "$SCRATCH/body" -w '%{http_code} %header{location}' --max-time 5 -H "Host: $1" "http://127.0.0.1$2"
+    echo " $(head -c 200 "$SCRATCH/body" | tr -c '[:print:]' ' ')"
+}
+ask "$HOST1:80" '/_matrix/client/versions?a=%2Fb&c=d%20e'
+ask "unknown.example" '/some/where/'
+ask "$HOST1" '/.well-known/acme-challenge/t0ken-1'
+ask "$HOST2:80" '/.well-known/acme-challenge/t0ken-2'
+ask "$HOST2" '/_matrix/media/v3/download/x%2Fy%3Fz//w/../v?q=%3F'
+cat "$APACHE_LOG_DIR/error.log" >&2
+"""
+
+
+@pytest.mark.skipif(not _apache_usable() or not shutil.which("curl") or not shutil.which("unshare"),
+                    reason="needs Apache, openssl, curl, unshare and root")
+@pytest.mark.parametrize("name", ACME)
+def test_apache_port_80_passes_the_challenge_and_redirects(rendered, name, tmp_path):
+    scratch, env = _candidate(rendered, name, tmp_path)
+    if subprocess.run(["unshare", "--net", "--pid", "--fork", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("unshare --net --pid is not permitted here")
+    (scratch / "echo.py").write_text(ECHO_SERVER)
+    variables = VARIANTS[name]
+    fqdn = variables.get("matrix_homeserver_fqdn", variables["matrix_server_name"])
+    port = variables.get("matrix_acme_challenge_port", 8402)
+    env.update(SCRATCH=str(scratch), ACME_PORT=str(port), HOST1=fqdn, HOST2=variables["matrix_server_name"])
+    proc = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "sh", "-c", LIVE_SCRIPT],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    answers = proc.stdout.splitlines()
+    assert len(answers) == 5, proc.stdout + proc.stderr
+    suffix = "" if variables.get("matrix_client_port", 443) == 443 else f":{variables['matrix_client_port']}"
+    # everything else: 301 to https://<Host without port><client port suffix><request URI as sent>
+    assert answers[0].split(" ")[:2] == ["301", f"https://{fqdn}{suffix}/_matrix/client/versions?a=%2Fb&c=d%20e"], proc.stderr
+    assert answers[1].split(" ")[:2] == ["301", f"https://unknown.example{suffix}/some/where/"]
+    # the challenge: to the ACME client, Host as received
+    assert answers[2] == f"200  host={fqdn} path=/.well-known/acme-challenge/t0ken-1"
+    assert answers[3] == f"200  host={variables['matrix_server_name']}:80 path=/.well-known/acme-challenge/t0ken-2"
+    # the request URI byte for byte: encoded slash and question mark, double slash, dot segment, query
+    assert answers[4].split(" ")[:2] == [
+        "301", f"https://{variables['matrix_server_name']}{suffix}/_matrix/media/v3/download/x%2Fy%3Fz//w/../v?q=%3F"]

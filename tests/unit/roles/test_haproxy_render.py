@@ -9,6 +9,7 @@ configuration is also put through `haproxy -c`, the role's own gate.
 """
 
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -62,7 +63,30 @@ VARIANTS = {
         "mx_ipv6": True,
         "haproxy_maxconn": 12000,
     },
+    # matrix_tls_source=acme, the e2e hs1 layout: port 80 for both names, IPv6.
+    "acme_single_port": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_federation_port": 443,
+        "matrix_tls_source": "acme",
+        "mx_ipv6": True,
+    },
+    # acme with clients on 8443 (the redirect names the port) and another challenge port.
+    "acme_client_8443": {
+        "matrix_server_name": "matrix.example.test",
+        "matrix_client_port": 8443,
+        "matrix_tls_source": "acme",
+        "matrix_acme_challenge_port": 8500,
+        "mx_ipv6": False,
+    },
+    # self-signed: the tls role's bundle, nothing on port 80.
+    "self_signed": {
+        "matrix_server_name": "other.test",
+        "matrix_tls_source": "self_signed",
+        "mx_ipv6": True,
+    },
 }
+ACME = [name for name, v in VARIANTS.items() if v.get("matrix_tls_source") == "acme"]
 
 PLAYBOOK = """
 - name: Render haproxy.cfg and its support files, one variable set per host
@@ -76,9 +100,14 @@ PLAYBOOK = """
         tasks_from: preflight
         public: true
 
-    - name: Point the role's paths into the output tree; pretend the host's IPv6
+    - name: Remember the bundle path the matrix role derived
+      ansible.builtin.set_fact:
+        mx_derived_bundle: "{{{{ _matrix_tls_bundle_path }}}}"
+
+    - name: Point the role's paths (and the tls role's bundle) into the output tree; pretend the host's IPv6
       ansible.builtin.set_fact:
         _haproxy_config_dir: "{out}/{{{{ inventory_hostname }}}}"
+        _matrix_tls_bundle_path: "{{{{ '' if matrix_tls_source == 'files' else '{out}/' ~ inventory_hostname ~ '/tls/bundle.pem' }}}}"
         _matrix_ipv6: "{{{{ mx_ipv6 }}}}"
 
     - name: Create the output tree
@@ -114,7 +143,8 @@ PLAYBOOK = """
         dest: "{out}/{{{{ inventory_hostname }}}}.json"
         mode: "0644"
         content: "{{{{ {{'server_body': _matrix_well_known_server_body, 'client_body': _matrix_well_known_client_body,
-          'cert_path': _haproxy_cert_path}} | to_json }}}}"
+          'cert_path': _haproxy_crt_path, 'derived_bundle': mx_derived_bundle, 'bundle': _matrix_tls_bundle_path,
+          'inputs': _haproxy_tls_inputs}} | to_json }}}}"
 """
 
 
@@ -146,8 +176,10 @@ def _sections(text):
     return sections
 
 
-def _frontends(text):
-    return {int(key.rsplit("_", 1)[1]): lines for key, lines in _sections(text).items() if key.startswith("frontend ")}
+def _frontends(text, tls=True):
+    """{port: lines} of the Matrix TLS frontends, or (tls=False) of the plain-HTTP ones."""
+    return {int(key.rsplit("_", 1)[1]): lines for key, lines in _sections(text).items()
+            if key.startswith("frontend ") and ("_http_" not in key) == tls}
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -258,6 +290,46 @@ def test_federation_on_443_shares_the_port_with_the_well_known_vhost(rendered):
     assert "maxconn 12000" in _sections(text)["global"] and "maxconn 12000" in _sections(text)["defaults"]
 
 
+def test_crt_follows_the_tls_source(rendered):
+    for name, variables in VARIANTS.items():
+        facts = rendered[name]["facts"]
+        source = variables.get("matrix_tls_source", "files")
+        if source == "files":
+            assert facts["cert_path"].endswith("/certs/matrix.pem"), name
+            assert facts["inputs"] == [TLS["matrix_tls_certificate"], TLS["matrix_tls_certificate_key"]]
+            assert facts["derived_bundle"] == "", name
+        else:
+            fqdn = variables.get("matrix_homeserver_fqdn", variables["matrix_server_name"])
+            # the tls role's bundle, used in place: no copy of the role's own
+            assert facts["derived_bundle"] == f"/etc/mxedge-matrix/tls/{fqdn}.pem", name
+            assert facts["cert_path"] == facts["bundle"] and facts["inputs"] == [facts["bundle"]], name
+        binds = [line for lines in _frontends(rendered[name]["cfg"]).values() for line in lines if line.startswith("bind ")]
+        assert binds and all(f" ssl crt {facts['cert_path']} " in line for line in binds), name
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_port_80_frontend_only_with_acme(rendered, name):
+    text = rendered[name]["cfg"]
+    plain = _frontends(text, tls=False)
+    sections = _sections(text)
+    if name not in ACME:
+        assert plain == {} and "backend be_matrix_acme" not in sections
+        assert "acme" not in text.lower()
+        return
+    variables = VARIANTS[name]
+    assert list(plain) == [80]
+    lines = plain[80]
+    binds = [line for line in lines if line.startswith("bind ")]
+    assert binds == (["bind 0.0.0.0:80", "bind [::]:80 v6only"] if variables["mx_ipv6"] else ["bind 0.0.0.0:80"])
+    assert "acl mx_acme_challenge path -m beg /.well-known/acme-challenge/" in lines
+    suffix = "" if variables.get("matrix_client_port", 443) == 443 else f":{variables['matrix_client_port']}"
+    assert (f"http-request redirect code 301 location https://%[var(txn.mx_host)]{suffix}%[capture.req.uri] "
+            "unless mx_acme_challenge") in lines
+    assert lines[-1] == "default_backend be_matrix_acme"
+    port = variables.get("matrix_acme_challenge_port", 8402)
+    assert sections["backend be_matrix_acme"] == [f"server acme 127.0.0.1:{port}"]
+
+
 @pytest.mark.skipif(not (shutil.which("haproxy") and shutil.which("openssl")), reason="needs haproxy and openssl")
 @pytest.mark.parametrize("name", VARIANTS)
 def test_haproxy_accepts_the_rendered_configuration(rendered, name, tmp_path):
@@ -275,3 +347,77 @@ def test_haproxy_accepts_the_rendered_configuration(rendered, name, tmp_path):
     proc = subprocess.run(["haproxy", "-c", "-f", str(variant["dir"] / "haproxy.cfg")],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# A stand-in for the ACME client's HTTP-01 server: answers every GET with the Host and path it received.
+ECHO_SERVER = """
+import http.server, sys
+class Echo(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("host=%s path=%s" % (self.headers.get("Host"), self.path)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
+"""
+
+# HAProxy and the stand-in in network and PID namespaces of their own (the
+# machine's ports are not touched; everything dies with the namespace), then curl.
+LIVE_SCRIPT = r"""
+set -u
+ip link set lo up
+python3 "$SCRATCH/echo.py" "$ACME_PORT" &
+haproxy -db -f "$SCRATCH/haproxy.cfg" >"$SCRATCH/haproxy.log" 2>&1 &
+i=0
+while ! curl -s -o /dev/null --max-time 1 http://127.0.0.1/ && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+ask() {
+    curl -s --path-as-is -o "$SCRATCH/body" -w '%{http_code} %header{location}' --max-time 5 -H "Host: $1" "http://127.0.0.1$2"
+    echo " $(head -c 200 "$SCRATCH/body" | tr -c '[:print:]' ' ')"
+}
+ask "$HOST1:80" '/_matrix/client/versions?a=%2Fb&c=d%20e'
+ask "Unknown.Example" '/some/where/'
+ask "$HOST1" '/.well-known/acme-challenge/t0ken-1'
+ask "$HOST2:80" '/.well-known/acme-challenge/t0ken-2'
+ask "$HOST2" '/_matrix/media/v3/download/x%2Fy%3Fz//w/../v?q=%3F'
+cat "$SCRATCH/haproxy.log" >&2
+"""
+
+
+@pytest.mark.skipif(not all(shutil.which(tool) for tool in ("haproxy", "openssl", "curl", "unshare", "ip")),
+                    reason="needs haproxy, openssl, curl, unshare and ip")
+@pytest.mark.parametrize("name", ACME)
+def test_haproxy_port_80_passes_the_challenge_and_redirects(rendered, name, tmp_path):
+    if subprocess.run(["unshare", "--net", "--pid", "--fork", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("unshare --net --pid is not permitted here")
+    variant = rendered[name]
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=matrix.example.test"],
+        capture_output=True, check=True,
+    )
+    pem = pathlib.Path(variant["facts"]["cert_path"])
+    pem.parent.mkdir(parents=True, exist_ok=True)
+    pem.write_text(cert.read_text() + key.read_text())
+    # Its own admin socket, so that a HAProxy of the machine keeps its own.
+    (tmp_path / "haproxy.cfg").write_text(variant["cfg"].replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock")))
+    (tmp_path / "echo.py").write_text(ECHO_SERVER)
+    variables = VARIANTS[name]
+    fqdn = variables.get("matrix_homeserver_fqdn", variables["matrix_server_name"])
+    port = variables.get("matrix_acme_challenge_port", 8402)
+    env = dict(os.environ, SCRATCH=str(tmp_path), ACME_PORT=str(port), HOST1=fqdn, HOST2=variables["matrix_server_name"])
+    proc = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "sh", "-c", LIVE_SCRIPT],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    answers = proc.stdout.splitlines()
+    assert len(answers) == 5, proc.stdout + proc.stderr
+    suffix = "" if variables.get("matrix_client_port", 443) == 443 else f":{variables['matrix_client_port']}"
+    # everything else: 301 to https://<Host without port><client port suffix><request URI as sent>
+    assert answers[0].split(" ")[:2] == ["301", f"https://{fqdn}{suffix}/_matrix/client/versions?a=%2Fb&c=d%20e"], proc.stderr
+    assert answers[1].split(" ")[:2] == ["301", f"https://unknown.example{suffix}/some/where/"]
+    # the challenge: to the ACME client, Host as received
+    assert answers[2] == f"200  host={fqdn} path=/.well-known/acme-challenge/t0ken-1"
+    assert answers[3] == f"200  host={variables['matrix_server_name']}:80 path=/.well-known/acme-challenge/t0ken-2"
+    # the request URI byte for byte: encoded slash and question mark, double slash, dot segment, query
+    assert answers[4].split(" ")[:2] == [
+        "301", f"https://{variables['matrix_server_name']}{suffix}/_matrix/media/v3/download/x%2Fy%3Fz//w/../v?q=%3F"]

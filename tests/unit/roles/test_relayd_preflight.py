@@ -59,6 +59,12 @@ CASES = {
                ["relayd_listen_ipv4", "without brackets or ports"]),
     "sysctl": ({"relayd_sysctl_minimums": {"kern.maxfiles": "lots"}}, "7.6",
                "Assert relayd_sysctl_minimums holds kernel variables and numbers", ["relayd_sysctl_minimums", "non-negative"]),
+    "acme": ({"matrix_tls_source": "acme"}, "7.6", "Assert matrix_tls_source is one relayd supports",
+             ['matrix_tls_source="acme"', "allowed with matrix_proxy_flavour=relayd are files and self_signed",
+              "acme-client(8)"]),
+    # self_signed passes preflight: install.yml (before the tls role) finds no relayd on this machine.
+    "self_signed": ({"matrix_tls_source": "self_signed"}, "7.6", "Assert relayd and httpd are installed",
+                    ["/usr/sbin/relayd", "OpenBSD base system"]),
     # Valid values: preflight passes, install.yml finds no relayd on this machine.
     "valid": ({}, "7.6", "Assert relayd and httpd are installed",
               ["/usr/sbin/relayd", "OpenBSD base system"]),
