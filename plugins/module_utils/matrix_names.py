@@ -461,7 +461,8 @@ def parse_proxy_url(value, what="proxy URL"):
     """Parse a forward proxy ``[scheme://][user[:password]@]host[:port][/]``.
 
     ``scheme`` is ``http`` (the default when omitted) or ``https``; user and
-    password use RFC 3986 user information characters (percent-encode others).
+    password come together or not at all, and use RFC 3986 user information
+    characters (Synapse does not percent-decode them).
     Returns a dict with ``scheme``, ``username`` (or None), ``password`` (or
     None), ``host``, ``port`` (int or None). Errors carry the value with the
     password replaced by ``***`` (``redacted=True``), also after
@@ -495,14 +496,17 @@ def _parse_proxy_url(value, what):
     if sep:
         if not _USERINFO.fullmatch(userinfo):
             raise MatrixNameError(
-                "%s: user and password may contain only RFC 3986 user information characters; "
-                "percent-encode the others ('@' as %%40)" % what
+                "%s: user and password may contain only letters, digits and -._~!$&'()*+,;= "
+                "(Synapse sends them as written, without percent-decoding)" % what
             )
         username, sep, password = userinfo.partition(":")
         if not username:
             raise MatrixNameError("%s: user name before '@' must not be empty" % what)
-        if not sep:
-            password = None
+        if not password:
+            raise MatrixNameError(
+                "%s: a user name needs a password (user:password@host); Synapse sends "
+                "no credentials at all when either is missing" % what
+            )
     else:
         hostport = rest
     if not hostport:

@@ -160,3 +160,52 @@ def test_bad_palpo_settings_stop_in_preflight(tmp_path, extra, needle):
     assert proc.returncode != 0
     assert needle in proc.stdout + proc.stderr
     assert not rendered.exists()
+
+
+# --- the forward proxy (matrix_forward_proxy_*) as Palpo's `proxy` setting ---
+
+
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        ({}, None),
+        # One proxy for everything: `global`; the scheme and port Synapse assumes are written out.
+        ({"matrix_forward_proxy_https": "http://mx:s3cret@squid.internal:3128"},
+         {"global": {"url": "http://mx:s3cret@squid.internal:3128"}}),
+        ({"matrix_forward_proxy_https": "squid.internal/", "matrix_forward_proxy_http": "squid.internal/"},
+         {"global": {"url": "http://squid.internal:1080"}}),
+        ({"matrix_forward_proxy_https": "https://[2001:db8::3]"}, {"global": {"url": "https://[2001:db8::3]:1080"}}),
+        # no_proxy names become by_domain excludes (the name and its subdomains);
+        # IPs and CIDRs need none (Palpo matches domain names only).
+        ({"matrix_forward_proxy_https": "https://proxy.internal:8443",
+          "matrix_forward_proxy_no_proxy": ["localhost", ".corp.example", "10.0.0.0/8", "192.0.2.7", "::1", "push.example.net"]},
+         {"by_domain": [{"url": "https://proxy.internal:8443",
+                         "exclude": ["localhost", "*.localhost", "corp.example", "*.corp.example",
+                                     "push.example.net", "*.push.example.net"]}]}),
+        # Only IPs in no_proxy: by_domain without excludes (IP-literal URLs go direct).
+        ({"matrix_forward_proxy_https": "http://proxy.internal:3128", "matrix_forward_proxy_no_proxy": ["10.0.0.0/8"]},
+         {"by_domain": [{"url": "http://proxy.internal:3128", "exclude": []}]}),
+        # '*' = never use the proxy.
+        ({"matrix_forward_proxy_https": "http://proxy.internal:3128", "matrix_forward_proxy_no_proxy": ["*"]}, None),
+    ],
+    ids=["none", "global-credentials", "defaults", "ipv6-https", "by-domain", "by-domain-ips-only", "no-proxy-star"],
+)
+def test_forward_proxy_is_rendered_as_palpo_proxy(tmp_path, extra, expected):
+    cfg = _config(tmp_path, **extra)
+    assert cfg.get("proxy") == expected
+
+
+def test_forward_proxy_credentials_stay_out_of_the_output(tmp_path):
+    proc, rendered = _render(tmp_path, matrix_forward_proxy_https="http://mx:pr0xy-s3cret@squid.internal:3128",
+                             matrix_forward_proxy_no_proxy=["localhost"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pr0xy-s3cret" in rendered.read_text()
+    assert "pr0xy-s3cret" not in proc.stdout + proc.stderr
+
+
+def test_palpo_refuses_two_different_proxies(tmp_path):
+    proc, rendered = _render(tmp_path, matrix_forward_proxy_http="http://a.internal:3128",
+                             matrix_forward_proxy_https="http://b.internal:3128")
+    assert proc.returncode != 0
+    assert "matrix_forward_proxy_http must be \"\" or the same URL as matrix_forward_proxy_https" in proc.stdout + proc.stderr
+    assert not rendered.exists()
