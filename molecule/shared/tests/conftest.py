@@ -22,6 +22,7 @@ import uuid
 
 import pytest
 import testinfra
+import testinfra.modules.ansible
 import testinfra.utils.ansible_runner
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
@@ -189,6 +190,34 @@ def module_utils():
     from ansible_collections.mxedge.matrix.plugins.module_utils import matrix_names  # noqa: PLC0415
 
     return matrix_names
+
+
+@pytest.fixture(scope="session")
+def federation_utils(module_utils):
+    """The federation_check module's logic (probe paths, resolution), from this checkout."""
+    from ansible_collections.mxedge.matrix.plugins.module_utils import federation  # noqa: PLC0415
+
+    return federation
+
+
+# Where prepare installs the test CA on every host (playbooks/tasks/test_ca_install.yml).
+HOST_CA_PATH = "/usr/local/share/ca-certificates/mxedge-test-ca.crt"
+
+
+def federation_check(node, server_name, **options):
+    """Run mxedge.matrix.federation_check on `node`; returns (failed, result dict).
+
+    The module is read-only, so it runs for real (check=False) like in a playbook.
+    """
+    args = {"server_name": server_name, "ca_path": HOST_CA_PATH, "timeout": 10}
+    args.update(options)
+    try:
+        result = node.host.ansible("mxedge.matrix.federation_check", json.dumps(args), check=False)
+    except testinfra.modules.ansible.AnsibleException as error:
+        return True, error.result
+    # testinfra reads the result from `ansible --tree`, which (ansible-core 2.19) may not
+    # carry the "failed" key of a failed task: the module's own verdict says it too.
+    return bool(result.get("failed")) or result.get("passed") is False, result
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,13 @@ import json
 import re
 import socket
 import time
+import urllib.parse
 import uuid
 
 import aiohttp
 import pytest
 from aiohttp.abc import AbstractResolver
-from conftest import port_open, resolve_map, run_converge
+from conftest import HOST_CA_PATH, federation_check, port_open, resolve_map, run_converge
 from nio import AsyncClient, JoinResponse, LoginResponse, RoomCreateResponse, RoomResolveAliasResponse, SyncResponse
 
 PASSWORD = "mxedge-e2e-password"
@@ -193,6 +194,84 @@ def test_encoded_slash_reaches_the_homeserver(hs1, hs2):
     # alias only if %2F arrived intact; a decoded '/' would give an unknown path.
     status, _headers, body = hs2.curl(f"{hs1.base_url}_matrix/client/v3/directory/room/%23no%2Fsuch%2Falias%3Aexample.test")
     assert status == 404 and json.loads(body)["errcode"] == "M_NOT_FOUND", body
+
+
+# --- mxedge.matrix.federation_check: the spec's discovery and checks, run from the other host ---
+
+# (checking host, checked host, method, host, port): hs1 is delegated through its
+# well-known to matrix.example.test:443; hs2 has no well-known (404) and Docker's
+# DNS no SRV records, so other servers fall back to other.test:8448.
+FEDERATION_DIRECTIONS = {
+    "hs2->example.test": ("hs2", "hs1", "well_known_explicit_port", "matrix.example.test", 443),
+    "hs1->other.test": ("hs1", "hs2", "fallback", "other.test", 8448),
+}
+
+
+@pytest.mark.parametrize("direction", list(FEDERATION_DIRECTIONS))
+def test_federation_check_module_passes(hs1, hs2, direction):
+    nodes = {"hs1": hs1, "hs2": hs2}
+    client_key, server_key, method, host, port = FEDERATION_DIRECTIONS[direction]
+    client, server = nodes[client_key], nodes[server_key]
+    failed, result = federation_check(client, server.server_name)
+    assert not failed, result.get("msg", result)
+    assert result["changed"] is False
+    assert (result["method"], result["host"], result["port"], result["cert_name"]) == (method, host, port, host)
+    assert result["passed"] is True and result["failed_checks"] == []
+    names = {check["name"] for check in result["checks"] if check["address"]}
+    assert names == {"tls", "key", "version", "encoded_slash"}, result["checks"]
+    assert all(check["passed"] for check in result["checks"]), result["checks"]
+    # The encoded-slash probe was conclusive (not skipped) on every address.
+    assert not any(check["skipped"] for check in result["checks"] if check["name"] == "encoded_slash"), result["checks"]
+    steps = [step["step"] for step in result["steps"]]
+    if server is hs1:
+        assert result["well_known"]["m_server"] == f"{server.fqdn}:443"
+        assert "srv" not in steps  # an explicit port in m.server skips SRV
+        client_check = [check for check in result["checks"] if check["name"] == "client_well_known"]
+        assert client_check and not client_check[0]["skipped"], client_check
+    else:
+        assert result["well_known"]["status"] == 404
+        srv = [step for step in result["steps"] if step["step"] == "srv"]
+        assert [step["name"] for step in srv] == ["_matrix-fed._tcp.other.test", "_matrix._tcp.other.test"]
+        assert all(not step["records"] for step in srv), srv
+
+
+def test_federation_check_module_runs_in_check_mode(hs1, hs2):
+    result = hs2.host.ansible(
+        "mxedge.matrix.federation_check",
+        json.dumps({"server_name": hs1.server_name, "ca_path": HOST_CA_PATH,
+                    "checks": ["tls", "key"]}),
+        check=True,
+    )
+    assert result["changed"] is False and result["passed"] is True
+    assert {check["name"] for check in result["checks"] if check["address"]} == {"tls", "key"}
+
+
+@pytest.mark.parametrize(
+    ("server_name", "failed_check", "words"),
+    [
+        # Explicit port: no well-known, no SRV; nothing listens on hs1:8448.
+        ("example.test:8448", "tls", "connection refused"),
+        # No such host anywhere: no well-known, no SRV, no address for the fallback.
+        ("nosuch.example.test", "addresses", "no AAAA or A record"),
+    ],
+)
+def test_federation_check_module_fails_readably(hs1, hs2, server_name, failed_check, words):
+    failed, result = federation_check(hs2, server_name, timeout=5)
+    assert failed, result
+    assert result["msg"].startswith(f"federation check failed for {server_name}"), result["msg"]
+    assert words in result["msg"], result["msg"]
+    assert any(check["name"] == failed_check and not check["passed"] for check in result["checks"]), result["checks"]
+
+
+def test_encoded_slash_probe_tells_decoded_from_raw(hs1, federation_utils):
+    """The module's %2F probe against Synapse itself: what an undecoding and a decoding proxy would send."""
+    raw = federation_utils.SLASH_PROBE_PATH
+    status, _headers, body = hs1.homeserver_local(raw)
+    assert status == 200 and json.loads(body)["server_name"] == hs1.server_name, body
+    status, _headers, body = hs1.homeserver_local(urllib.parse.unquote(raw))
+    assert status in (400, 404) and b"server_name" not in body, (status, body)
+    status, _headers, body = hs1.homeserver_local(federation_utils.SLASH_CONTROL_PATH)
+    assert status == 200, body
 
 
 # --- admin paths ---

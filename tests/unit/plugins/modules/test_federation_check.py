@@ -1,0 +1,119 @@
+"""plugins/modules/federation_check.py: argument handling, exit/fail, check mode, with fake network."""
+
+import json
+
+import pytest
+
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.mxedge.matrix.plugins.module_utils import federation as fed
+from ansible_collections.mxedge.matrix.plugins.module_utils.federation import HttpResponse
+from ansible_collections.mxedge.matrix.plugins.module_utils.federation_dns import DnsAnswer
+from ansible_collections.mxedge.matrix.plugins.modules import federation_check
+
+
+class Done(Exception):
+    def __init__(self, failed, result):
+        super().__init__(result.get("msg"))
+        self.failed = failed
+        self.result = result
+
+
+class Resolver:
+    def __init__(self, nameservers=None, timeout=5.0):
+        Resolver.made = (nameservers, timeout)
+
+    def srv(self, name):
+        return DnsAnswer("nxdomain")
+
+    def addresses(self, host):
+        return DnsAnswer("ok", ["192.0.2.1"]) if host == "example.com" else DnsAnswer("nxdomain", detail="NXDOMAIN")
+
+
+class Transport:
+    responses = {}
+
+    def __init__(self, timeout, ca_path, validate_certs):
+        Transport.made = (timeout, ca_path, validate_certs)
+
+    def handshake(self, address, port, sni):
+        return {"version": "TLSv1.3"}
+
+    def request(self, address, port, sni, host_header, path):
+        if (sni, port, path) in self.responses:
+            return self.responses[(sni, port, path)]
+        raise fed.TransportError("refused", "connection refused")
+
+
+def run(args, monkeypatch, responses):
+    monkeypatch.setattr(federation_check, "SystemResolver", Resolver)
+    monkeypatch.setattr(federation_check, "HttpsTransport", Transport)
+    monkeypatch.setattr(Transport, "responses", responses)
+
+    def exit_json(self, **result):
+        raise Done(False, result)
+
+    def fail_json(self, **result):
+        raise Done(True, result)
+
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+    with patch_module_args(args):
+        with pytest.raises(Done) as done:
+            federation_check.main()
+    return done.value
+
+
+def version_only():
+    return {("example.com", 8448, "/_matrix/federation/v1/version"):
+            HttpResponse(200, {}, json.dumps({"server": {"name": "Synapse", "version": "1"}}).encode())}
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_passes_and_never_changes(monkeypatch, check_mode):
+    done = run({"server_name": "example.com", "checks": ["version"], "_ansible_check_mode": check_mode},
+               monkeypatch, version_only())
+    assert not done.failed, done.result["msg"]
+    assert done.result["changed"] is False and done.result["passed"] is True
+    assert (done.result["method"], done.result["host"], done.result["port"]) == ("fallback", "example.com", 8448)
+    assert done.result["msg"].startswith("federation checks passed for example.com")
+
+
+def test_failure_is_readable(monkeypatch):
+    done = run({"server_name": "example.com", "checks": ["version", "key"]}, monkeypatch, version_only())
+    assert done.failed
+    assert done.result["msg"].startswith("federation check failed for example.com -> example.com:8448 (fallback")
+    assert "key [192.0.2.1:8448]: GET /_matrix/key/v2/server: connection refused" in done.result["msg"]
+    assert done.result["failed_checks"] == ["key (192.0.2.1:8448)"]
+    assert done.result["changed"] is False
+
+
+def test_options_reach_resolver_and_transport(monkeypatch):
+    run({"server_name": "example.com", "checks": ["version"], "ca_path": "/tmp/ca.pem", "validate_certs": False,
+         "nameservers": ["192.0.2.53"], "timeout": 30}, monkeypatch, version_only())
+    assert Resolver.made == (["192.0.2.53"], 5)
+    assert Transport.made == (30, "/tmp/ca.pem", False)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ({"server_name": "https://example.com"}, "is not a Matrix server name"),
+        ({"server_name": "example.com", "timeout": 0}, "timeout must be at least 1"),
+        ({"server_name": "example.com", "checks": ["bogus"]}, "value of checks must be one or more of"),
+        ({}, "missing required arguments: server_name"),
+    ],
+)
+def test_bad_arguments(monkeypatch, args, words):
+    done = run(args, monkeypatch, {})
+    assert done.failed and words in done.result["msg"], done.result["msg"]
+
+
+def test_documentation_parses_and_matches_argument_spec():
+    import yaml  # noqa: PLC0415
+
+    doc = yaml.safe_load(federation_check.DOCUMENTATION)
+    assert set(doc["options"]) == {"server_name", "checks", "ca_path", "validate_certs", "nameservers", "timeout"}
+    assert doc["options"]["checks"]["choices"] == list(fed.CHECKS)
+    yaml.safe_load(federation_check.EXAMPLES)
+    yaml.safe_load(federation_check.RETURN)
