@@ -1,0 +1,430 @@
+"""Benchmark of the proxy flavours against the homeserver alone (issue 13).
+
+Run through scripts/bench.sh, which prepares the environment and removes the
+containers afterwards. Phases, in one run:
+
+1. setup: one Debian 12 container per flavour (mxedge-bench-<flavour>, network
+   mxedge-bench), the test CA and certificates (playbooks/bench.yml --tags setup).
+2. converge: playbooks/site.yml per container, one after the other: fresh
+   converge time, then an idempotent re-run (time and changed count).
+3. tools: a registered user, wrk and the helpers in every container.
+4. throughput: GET /_matrix/client/versions with wrk inside each container
+   against its own loopback, direct (http://127.0.0.1:8008) and through the
+   proxy (https, keep-alive), interleaved: every round measures, for each
+   flavour in a rotating order, direct then proxied, so drift cancels.
+5. well-known: /.well-known/matrix/client served by the proxy vs by Synapse
+   (throughput, latency, bodies and headers compared).
+6. long-polls: idle /sync long-polls held for the sync timeout, at each level
+   (1,000 then 5,000), every flavour at the same time in its own container; a
+   flavour stops at the first level it misses; then Synapse alone (direct) at
+   the highest level as the baseline.
+7. report: a table on stdout and docs/benchmark.md (scripts/bench/report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report  # noqa: E402  pylint: disable=wrong-import-position
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORY = ROOT / "scripts" / "bench" / "inventory.yml"
+FLAVOURS = ("nginx", "apache", "caddy", "haproxy")
+DIRECT_URL = "http://127.0.0.1:8008"
+PROXY_URL = "https://matrix.bench.test"
+WELL_KNOWN_PROXY_URL = "https://bench.test"
+CA_IN_CONTAINER = "/usr/local/share/ca-certificates/mxedge-test-ca.crt"
+HELPERS = "/opt/mxedge-bench"
+
+
+def log(msg: str) -> None:
+    print(f"==> [{datetime.datetime.now(datetime.timezone.utc):%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench.sh",
+        description="Benchmark every proxy flavour against the homeserver alone (see docs/benchmark.md).",
+    )
+    parser.add_argument("--flavours", default=",".join(FLAVOURS), help="comma-separated flavours to measure (default: all four)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small counts and durations for development (1 round of 3 s, 100 long-polls held 10 s)"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, quick 1)")
+    parser.add_argument("--duration", type=int, default=None, help="seconds per wrk measurement (default 8, quick 3)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk keep-alive connections (default 32)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument("--longpoll-levels", default=None, help="long-poll counts, ascending (default 1000,5000; quick 100)")
+    parser.add_argument("--longpoll-timeout", type=int, default=None, help="sync timeout in seconds (default 60, quick 10)")
+    parser.add_argument("--longpoll-ramp", type=int, default=200, help="long-poll connections being opened at once (default 200)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep existing containers and skip setup and the timed converges"
+    )
+    parser.add_argument(
+        "--converge-results",
+        default="",
+        help="with --reuse: report the converge figures of an earlier run's results file (the run that made the containers)",
+    )
+    parser.add_argument(
+        "--converge-parallel",
+        action="store_true",
+        help="fresh converges of all flavours at the same time (faster on a busy machine; times include the contention)",
+    )
+    parser.add_argument(
+        "--no-rerun-pipelining",
+        dest="rerun_pipelining",
+        action="store_false",
+        help="skip the extra idempotent re-run with ANSIBLE_PIPELINING=true (measured by default)",
+    )
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the sections of the existing --results file for the phases this run skips"
+    )
+    parser.add_argument("--skip", default="", help="comma-separated phases to skip: throughput, wellknown, longpoll")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmark.md"), help="Markdown report, '' for none (default: docs/benchmark.md)")
+    parser.add_argument(
+        "--results",
+        default=str(Path(os.environ.get("MXEDGE_CACHE", ROOT / ".cache")) / "bench" / "results.json"),
+        help="raw results, JSON (default: .cache/bench/results.json)",
+    )
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from --results and stop")
+    args = parser.parse_args(argv)
+    args.flavours = [f for f in args.flavours.split(",") if f]
+    unknown = sorted(set(args.flavours) - set(FLAVOURS))
+    if unknown:
+        parser.error(f"--flavours: unknown {', '.join(unknown)}; allowed: {', '.join(FLAVOURS)} (relayd cannot run here)")
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.duration = args.duration or (3 if args.quick else 8)
+    args.longpoll_timeout = args.longpoll_timeout or (10 if args.quick else 60)
+    levels = args.longpoll_levels or ("100" if args.quick else "1000,5000")
+    args.longpoll_levels = sorted(int(x) for x in levels.split(","))
+    args.skip = set(filter(None, args.skip.split(",")))
+    return args
+
+
+def host(flavour: str) -> str:
+    return f"mxedge-bench-{flavour}"
+
+
+def sh(cmd: list[str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])}... failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def dexec(flavour: str, script: str, timeout: float = 600, check: bool = True) -> str:
+    return sh(["docker", "exec", host(flavour), "sh", "-c", script], timeout=timeout, check=check).stdout
+
+
+def playbook(args_list: list[str], log_name: str, env: dict | None = None) -> tuple[float, str]:
+    cmd = ["ansible-playbook", "-i", str(INVENTORY), *args_list]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, **(env or {})})
+    took = time.monotonic() - started
+    log_dir = Path(os.environ.get("MXEDGE_CACHE", ROOT / ".cache")) / "bench" / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / f"{log_name}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    if proc.returncode != 0:
+        raise RuntimeError(f"ansible-playbook {' '.join(args_list)} failed; see {log_dir / log_name}.log:\n{proc.stdout[-4000:]}")
+    return took, proc.stdout
+
+
+def recap(output: str, name: str) -> dict:
+    match = re.search(rf"^{re.escape(name)}\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output, re.M)
+    if not match:
+        return {}
+    ok, changed, unreachable, failed = (int(x) for x in match.groups())
+    return {"ok": ok, "changed": changed, "unreachable": unreachable, "failed": failed}
+
+
+def slowest_tasks(output: str, limit: int = 6) -> list[list]:
+    """Task timings printed by ansible.posix.profile_tasks, slowest first."""
+    found = re.findall(r"^(.+?) -{2,} (\d+\.\d+)s$", output, re.M)
+    rows = sorted(((name.strip(), float(sec)) for name, sec in found), key=lambda r: -r[1])
+    return [[name, sec] for name, sec in rows[:limit]]
+
+
+def converge(args: argparse.Namespace, results: dict) -> None:
+    hosts = ",".join(host(f) for f in args.flavours)
+    log(f"setup: containers and test CA for {hosts}")
+    playbook(["-e", f"mxedge_bench_hosts={hosts}", "--tags", "setup", str(ROOT / "playbooks" / "bench.yml")], "setup")
+    profile = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks"}
+
+    def fresh(flavour: str) -> None:
+        entry = results["converge"].setdefault(flavour, {})
+        log(f"converge {flavour}: fresh")
+        took, out = playbook(["--limit", host(flavour), str(ROOT / "playbooks" / "site.yml")], f"converge-{flavour}")
+        entry["fresh_s"] = round(took, 1)
+        entry["fresh"] = recap(out, host(flavour))
+        entry["fresh_parallel"] = args.converge_parallel
+        log(f"converge {flavour}: {took:.0f} s")
+
+    if args.converge_parallel:
+        with concurrent.futures.ThreadPoolExecutor(len(args.flavours)) as pool:
+            for fut in [pool.submit(fresh, f) for f in args.flavours]:
+                fut.result()
+    for flavour in args.flavours:
+        if not args.converge_parallel:
+            fresh(flavour)
+        entry = results["converge"][flavour]
+        log(f"re-run {flavour}")
+        took, out = playbook(["--limit", host(flavour), str(ROOT / "playbooks" / "site.yml")], f"rerun-{flavour}", env=profile)
+        entry["rerun_s"] = round(took, 1)
+        entry["rerun"] = recap(out, host(flavour))
+        entry["rerun_slowest"] = slowest_tasks(out)
+        log(f"re-run {flavour}: {took:.0f} s, changed={entry['rerun'].get('changed')}")
+        if args.rerun_pipelining:
+            # The docker connection supports pipelining, but ansible.cfg turns it
+            # on for ssh only ([ssh_connection]); measure what [connection] would give.
+            took, out = playbook(
+                ["--limit", host(flavour), str(ROOT / "playbooks" / "site.yml")], f"rerun-pipelining-{flavour}", env={"ANSIBLE_PIPELINING": "true"}
+            )
+            entry["rerun_pipelining_s"] = round(took, 1)
+            entry["rerun_pipelining"] = recap(out, host(flavour))
+            log(f"re-run {flavour} with pipelining: {took:.0f} s, changed={entry['rerun_pipelining'].get('changed')}")
+
+
+def tools(args: argparse.Namespace) -> None:
+    hosts = ",".join(host(f) for f in args.flavours)
+    log("tools: user, wrk, helpers")
+    playbook(["-e", f"mxedge_bench_hosts={hosts}", "--tags", "tools", str(ROOT / "playbooks" / "bench.yml")], "tools")
+
+
+def wrk(flavour: str, url: str, args: argparse.Namespace, duration: int) -> dict:
+    out = dexec(
+        flavour,
+        f"wrk -t{args.threads} -c{args.connections} -d{duration}s --timeout 10s -s {HELPERS}/wrk_json.lua '{url}'",
+        timeout=duration + 60,
+    )
+    line = out[out.rindex('{"requests"'):].splitlines()[0]
+    data = json.loads(line)
+    data["rps"] = round(data["requests"] / (data["duration_us"] / 1e6), 1)
+    data["errors_total"] = sum(data["errors"].values())
+    return data
+
+
+def interleaved(args: argparse.Namespace, pairs: dict, duration: int) -> dict:
+    """pairs: name -> (direct path URL, proxied URL). Each round rotates the flavour order."""
+    runs: dict = {f: {"direct": [], "proxy": []} for f in args.flavours}
+    for rnd in range(args.rounds):
+        order = args.flavours[rnd % len(args.flavours):] + args.flavours[: rnd % len(args.flavours)]
+        for flavour in order:
+            direct_url, proxy_url = pairs[flavour]
+            runs[flavour]["direct"].append(wrk(flavour, direct_url, args, duration))
+            runs[flavour]["proxy"].append(wrk(flavour, proxy_url, args, duration))
+            d, p = runs[flavour]["direct"][-1]["rps"], runs[flavour]["proxy"][-1]["rps"]
+            log(f"round {rnd + 1}/{args.rounds} {flavour}: direct {d:.0f} req/s, proxied {p:.0f} req/s ({p / d:.2f}x)")
+    return {f: summarise(v) for f, v in runs.items()}
+
+
+def summarise(runs: dict) -> dict:
+    def med(side: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[side])
+
+    ratios = [p["rps"] / d["rps"] for d, p in zip(runs["direct"], runs["proxy"]) if d["rps"]]
+    return {
+        "direct_rps": med("direct", "rps"),
+        "proxy_rps": med("proxy", "rps"),
+        "direct_p50_ms": med("direct", "p50_us") / 1000,
+        "direct_p99_ms": med("direct", "p99_us") / 1000,
+        "proxy_p50_ms": med("proxy", "p50_us") / 1000,
+        "proxy_p99_ms": med("proxy", "p99_us") / 1000,
+        "ratio": statistics.median(ratios) if ratios else None,
+        "ratio_min": min(ratios) if ratios else None,
+        "ratio_max": max(ratios) if ratios else None,
+        "errors": sum(r["errors_total"] for side in ("direct", "proxy") for r in runs[side]),
+        "runs": runs,
+    }
+
+
+def fetch(flavour: str, url: str) -> dict:
+    out = dexec(flavour, f"curl -sS -i --max-time 10 '{url}'", check=False)
+    head, _sep, body = out.replace("\r\n", "\n").partition("\n\n")
+    lines = head.splitlines()
+    headers = {}
+    for line in lines[1:]:
+        name, _sep, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
+    return {
+        "status": status,
+        "body": body.strip(),
+        "content_type": headers.get("content-type", ""),
+        "cors": headers.get("access-control-allow-origin", ""),
+        "cache_control": headers.get("cache-control", ""),
+    }
+
+
+def well_known(args: argparse.Namespace) -> dict:
+    pairs = {
+        f: (f"{DIRECT_URL}/.well-known/matrix/client", f"{WELL_KNOWN_PROXY_URL}/.well-known/matrix/client")
+        for f in args.flavours
+    }
+    log("well-known: interleaved proxy vs Synapse")
+    summary = interleaved(args, pairs, max(2, args.duration // 2))
+    for flavour in args.flavours:
+        docs = {}
+        for doc in ("client", "server"):
+            docs[doc] = {
+                "proxy": fetch(flavour, f"{WELL_KNOWN_PROXY_URL}/.well-known/matrix/{doc}"),
+                "synapse": fetch(flavour, f"{DIRECT_URL}/.well-known/matrix/{doc}"),
+            }
+        summary[flavour]["documents"] = docs
+    return summary
+
+
+def longpoll_once(flavour: str, base: str, count: int, args: argparse.Namespace) -> dict:
+    script = (
+        f"python3 {HELPERS}/longpoll.py --base {base} --cafile {CA_IN_CONTAINER} --count {count}"
+        f" --timeout-ms {args.longpoll_timeout * 1000} --ramp {args.longpoll_ramp}"
+    )
+    proc = sh(["docker", "exec", host(flavour), "sh", "-c", script], timeout=args.longpoll_timeout * 3 + 300, check=False)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {"count": count, "ok": False, "crash": (proc.stdout + proc.stderr)[-1500:]}
+
+
+def longpolls(args: argparse.Namespace) -> dict:
+    out: dict = {f: {"levels": {}, "max_ok": 0} for f in args.flavours}
+    alive = list(args.flavours)
+    for level in args.longpoll_levels:
+        if not alive:
+            break
+        log(f"long-polls: {level} per flavour, held {args.longpoll_timeout} s, at once in: {', '.join(alive)}")
+        with concurrent.futures.ThreadPoolExecutor(len(alive)) as pool:
+            futures = {f: pool.submit(longpoll_once, f, PROXY_URL, level, args) for f in alive}
+            for flavour, fut in futures.items():
+                res = fut.result()
+                if not res.get("ok") and len(alive) > 1:
+                    # Opening N x flavours at once competes for the cores: retry
+                    # a miss alone, so that it is the flavour's and not the run's.
+                    log(f"long-polls {flavour} {level}: missed with others running ({res.get('errors')}), retrying alone")
+                    res = {**longpoll_once(flavour, PROXY_URL, level, args), "first_try_together": res}
+                out[flavour]["levels"][str(level)] = res
+                log(f"long-polls {flavour} {level}: held {res.get('held')} errors {res.get('errors')} ok={res.get('ok')}")
+                if res.get("ok"):
+                    out[flavour]["max_ok"] = level
+        alive = [f for f in alive if out[f]["levels"][str(level)].get("ok")]
+    top = args.longpoll_levels[-1]
+    log(f"long-polls: Synapse alone (direct) at {top}, in {host(args.flavours[0])}")
+    out["direct"] = {"levels": {str(top): longpoll_once(args.flavours[0], DIRECT_URL, top, args)}}
+    out["direct"]["max_ok"] = top if out["direct"]["levels"][str(top)].get("ok") else 0
+    return out
+
+
+def versions(args: argparse.Namespace) -> dict:
+    first = args.flavours[0]
+    found = {
+        "debian": dexec(first, "cat /etc/debian_version").strip(),
+        "synapse": dexec(first, "curl -s http://127.0.0.1:8008/_synapse/admin/v1/server_version", check=False).strip(),
+        "wrk": dexec(first, "dpkg-query -W -f '${Version}' wrk", check=False).strip(),
+        "python_in_container": dexec(first, "python3 -V").strip(),
+    }
+    try:
+        found["synapse"] = json.loads(found["synapse"])["server_version"]
+    except (ValueError, KeyError):
+        pass
+    package = {"nginx": "nginx", "apache": "apache2", "caddy": "caddy", "haproxy": "haproxy"}
+    for flavour in args.flavours:
+        found[flavour] = dexec(flavour, f"dpkg-query -W -f '${{Version}}' {package[flavour]}", check=False).strip()
+    return found
+
+
+def machine() -> dict:
+    mem_kb = 0
+    with open("/proc/meminfo", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    model = ""
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "memory_gib": round(mem_kb / 1048576, 1),
+        "kernel": platform.release(),
+        "loadavg_start": os.getloadavg()[0],
+    }
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    results_path = Path(args.results)
+    if args.report_only:
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+        report.emit(results, args.output)
+        return 0
+    started = time.monotonic()
+    results: dict = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "settings": {
+            "flavours": args.flavours,
+            "quick": args.quick,
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "connections": args.connections,
+            "threads": args.threads,
+            "longpoll_levels": args.longpoll_levels,
+            "longpoll_timeout_s": args.longpoll_timeout,
+            "longpoll_ramp": args.longpoll_ramp,
+            "converge_parallel": args.converge_parallel,
+        },
+        "converge": {},
+    }
+    if args.merge and results_path.exists():
+        earlier = json.loads(results_path.read_text(encoding="utf-8"))
+        for phase, key in (("throughput", "throughput"), ("wellknown", "well_known"), ("longpoll", "longpoll")):
+            if phase in args.skip and key in earlier:
+                results[key] = earlier[key]
+                results.setdefault("merged_from", {})[key] = earlier["date"]
+    if args.reuse and args.converge_results:
+        earlier = json.loads(Path(args.converge_results).read_text(encoding="utf-8"))
+        results["converge"] = earlier.get("converge", {})
+        results["settings"]["converge_parallel"] = earlier["settings"].get("converge_parallel", False)
+        results["settings"]["converge_from"] = earlier["date"]
+        log(f"--reuse: converge figures of the run of {earlier['date']} ({args.converge_results})")
+    elif args.reuse:
+        log("--reuse: no setup, no timed converge")
+    else:
+        converge(args, results)
+    tools(args)
+    results["versions"] = versions(args)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    if "throughput" not in args.skip:
+        log(f"throughput: {args.rounds} interleaved rounds of {args.duration} s, {args.connections} connections")
+        pairs = {f: (f"{DIRECT_URL}/_matrix/client/versions", f"{PROXY_URL}/_matrix/client/versions") for f in args.flavours}
+        results["throughput"] = interleaved(args, pairs, args.duration)
+        results_path.write_text(json.dumps(results, indent=1, sort_keys=True), encoding="utf-8")
+    if "wellknown" not in args.skip:
+        results["well_known"] = well_known(args)
+        results_path.write_text(json.dumps(results, indent=1, sort_keys=True), encoding="utf-8")
+    if "longpoll" not in args.skip:
+        results["longpoll"] = longpolls(args)
+    results["machine"]["loadavg_end"] = os.getloadavg()[0]
+    results["total_s"] = round(time.monotonic() - started)
+    results_path.write_text(json.dumps(results, indent=1, sort_keys=True), encoding="utf-8")
+    log(f"results: {results_path} ({results['total_s']} s)")
+    report.emit(results, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
