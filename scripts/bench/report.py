@@ -288,7 +288,8 @@ def render(results: dict) -> str:
         f"- Date: {results['date']}; whole run {results.get('total_s', '-')} s.\n"
         f"- Machine: {machine['cores']} cores ({machine.get('cpu', '')}), {machine['memory_gib']} GiB memory,"
         f" kernel {machine['kernel']}; load average {machine.get('loadavg_start', 0):.1f} at start,"
-        f" {machine.get('loadavg_end', 0):.1f} at end (other jobs were running).\n"
+        f" {machine.get('loadavg_end', 0):.1f} at end"
+        f"{' (other jobs were running at the start)' if machine.get('loadavg_start', 0) >= 1.0 else ''}.\n"
         f"- Debian {versions.get('debian', '-')} containers; Synapse {versions.get('synapse', '-')};"
         + "".join(f" {f} {versions[f]};" for f in FLAVOURS if f in versions)
         + f" wrk {versions.get('wrk', '-')}; {versions.get('python_in_container', '')} for the long-poll client.\n"
