@@ -419,15 +419,31 @@ def _well_known(resolution, host, resolver, transport):
 
 
 def _srv_targets(resolution, hostname, resolver, cert_name, host_header, via_prefix):
-    """Steps SRV _matrix-fed._tcp then _matrix._tcp; returns targets or []."""
+    """Steps SRV _matrix-fed._tcp then _matrix._tcp.
+
+    Returns the targets, [] when neither name has a record (the caller falls
+    back to port 8448), or None when resolution must stop as it does in
+    Synapse: a lookup that failed (SERVFAIL, time-out: Synapse re-raises the
+    error instead of falling back) or a lone record with target ``.`` (RFC
+    2782: the service is not available here). Both record a failed ``srv`` check.
+    """
     for service, deprecated in (("_matrix-fed._tcp", False), ("_matrix._tcp", True)):
         name = "%s.%s" % (service, hostname)
         answer = resolver.srv(name)
         records = order_srv(answer.records) if answer.status == "ok" else []
         resolution.step("srv", answer.status if not (answer.status == "ok" and not records) else "unavailable",
                         name=name, records=answer.records, detail=answer.detail)
+        stop = None
         if not answer.definitive:
-            resolution.warnings.append("SRV lookup of %s failed (%s); treated as no record" % (name, answer.detail or answer.status))
+            stop = "the SRV lookup of %s failed (%s); homeservers do not fall back to port %d then, so " \
+                   "federation to this name fails until DNS answers" % (name, answer.detail or answer.status, DEFAULT_PORT)
+        elif answer.status == "ok" and not records:
+            stop = "%s has a single record with target '.': the service is declared unavailable, and " \
+                   "homeservers stop there" % name
+        if stop:
+            resolution.method = "%ssrv_error" % (via_prefix + "_" if via_prefix else "")
+            resolution.check("srv", False, stop)
+            return None
         if records:
             via = "%ssrv%s" % (via_prefix + "_" if via_prefix else "", "_deprecated" if deprecated else "")
             if deprecated:
@@ -473,8 +489,8 @@ def resolve(server_name, resolver, transport):
             resolution.targets = [Target(d_host, d_port, d_host, delegated, resolution.method)]
             return resolution
         targets = _srv_targets(resolution, d_host, resolver, d_host, d_host, "well_known")
-        if targets:
-            resolution.targets = targets
+        if targets is None or targets:
+            resolution.targets = targets or []
             return resolution
         resolution.method = "well_known_fallback"
         resolution.step("well_known_fallback", "used", host=d_host, port=DEFAULT_PORT)
@@ -482,8 +498,8 @@ def resolve(server_name, resolver, transport):
         return resolution
 
     targets = _srv_targets(resolution, host, resolver, host, host, "")
-    if targets:
-        resolution.targets = targets
+    if targets is None or targets:
+        resolution.targets = targets or []
         return resolution
     resolution.method = "fallback"
     resolution.step("fallback", "used", host=host, port=DEFAULT_PORT)
@@ -660,9 +676,12 @@ def check_client_well_known(server_name, resolver, transport):
     try:
         response, _chain = fetch_url(url, resolver, transport)
     except TransportError as error:
+        if error.kind in ("tls", "http", "redirect"):
+            # Served, but broken: web clients cannot read it either.
+            return make_check("client_well_known", False, "%s: %s" % (url, error.message))
         return make_check("client_well_known", True, "%s not served (%s): nothing to check" % (url, error.message), skipped=True)
-    if response.status == 404:
-        return make_check("client_well_known", True, "%s answered 404: nothing to check" % url, skipped=True)
+    if response.status in (404, 410):
+        return make_check("client_well_known", True, "%s answered %d: nothing to check" % (url, response.status), skipped=True)
     if response.status != 200:
         return make_check("client_well_known", False, "%s answered HTTP %d" % (url, response.status))
     problems = []

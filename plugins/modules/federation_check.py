@@ -27,8 +27,9 @@ description:
     C(m.server), a redirect loop, an HTTP status other than 200, 404 or 410), although homeservers
     then fall through to SRV as the specification says. No answer at all (connection refused, time-out,
     no address) means "no delegation" and passes, with a warning for a time-out.
-  - An SRV lookup that fails (SERVFAIL, time-out) is treated as "no record" with a warning, as
-    homeservers do.
+  - An SRV lookup that fails (SERVFAIL, time-out), or a lone SRV record with target C(.) (RFC 2782
+    "service not available"), fails the C(srv) check and ends the resolution there, with no
+    fallback to port 8448, because that is where Synapse stops too.
   - The task fails with a readable summary of the failed checks; the full result is returned
     either way. The module only reads, so it runs in check mode too and never reports a change.
   - Runs with the managed host's Python and its standard library only (its own DNS client for SRV,
@@ -58,6 +59,8 @@ options:
         a server that does not answer key-ID requests at all makes the probe inconclusive (skipped).
       - C(client_well_known) when C(https://<hostname>/.well-known/matrix/client) exists, it has
         the header C(Access-Control-Allow-Origin) with the value C(*), and C(m.homeserver.base_url).
+        Skipped when nothing answers or the answer is 404 or 410; a certificate that does not verify,
+        a broken redirect or HTTP exchange, or another status fails it.
     type: list
     elements: str
     choices: [tls, key, version, encoded_slash, client_well_known]
@@ -81,7 +84,9 @@ options:
     elements: str
   timeout:
     description:
-      - Seconds to wait for each connection, request and DNS query.
+      - Seconds to wait for each connection and request. A DNS query of the module's own client
+        (SRV, and every lookup with I(nameservers)) waits at most 5 seconds per attempt. Address
+        lookups through the system resolver follow its own time-outs (C(/etc/resolv.conf)).
     type: int
     default: 10
 notes:
@@ -147,7 +152,8 @@ method:
   description:
     - How the server name resolved. One of C(ip_literal), C(explicit_port), C(well_known_ip_literal),
       C(well_known_explicit_port), C(well_known_srv), C(well_known_srv_deprecated), C(well_known_fallback),
-      C(srv), C(srv_deprecated), C(fallback).
+      C(srv), C(srv_deprecated), C(fallback); C(srv_error) or C(well_known_srv_error) when an SRV lookup
+      failed or declared the service unavailable (no targets then).
   returned: when the server name is valid
   type: str
   sample: well_known_explicit_port
@@ -246,7 +252,7 @@ checks:
   elements: dict
   contains:
     name:
-      description: C(well_known_server), C(addresses), C(tls), C(key), C(version), C(encoded_slash) or C(client_well_known).
+      description: C(well_known_server), C(srv), C(addresses), C(tls), C(key), C(version), C(encoded_slash) or C(client_well_known).
       type: str
     passed:
       description: Whether the check passed.
@@ -275,6 +281,8 @@ passed:
   type: bool
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mxedge.matrix.plugins.module_utils.federation import (
     CHECKS,
@@ -301,6 +309,8 @@ def main():
     params = module.params
     if params["timeout"] < 1:
         module.fail_json(msg="timeout must be at least 1 second, got %d" % params["timeout"])
+    if params["ca_path"] and not os.path.isfile(params["ca_path"]):
+        module.fail_json(msg="ca_path %s is not a file on the host the module runs on" % params["ca_path"])
     resolver = SystemResolver(params["nameservers"], timeout=min(params["timeout"], 5))
     transport = HttpsTransport(params["timeout"], params["ca_path"], params["validate_certs"])
     try:

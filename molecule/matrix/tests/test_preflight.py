@@ -113,6 +113,7 @@ BAD_ACME_INPUTS = [
     ({"matrix_acme_challenge_port": 8008}, "matrix_acme_challenge_port"),
     ({"matrix_acme_challenge_port": 80}, "matrix_acme_challenge_port"),
     ({"matrix_client_port": 80}, "matrix_client_port"),
+    ({"matrix_homeserver_fqdn": "192.0.2.10"}, "not IP literals"),
 ]
 
 

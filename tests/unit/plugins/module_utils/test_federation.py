@@ -174,13 +174,36 @@ RESOLUTION_CASES = {
     "well-known-redirect-to-http": (
         "example.com", {("example.com", 443, WK): HttpResponse(301, {"Location": "http://www.example.com/x"})}, {},
         "fallback", [("example.com", 8448, "example.com", "example.com")], False),
-    "srv-servfail-is-no-record": (
+    # Synapse stops on a failed SRV lookup and on a lone '.' target (no fallback).
+    "srv-servfail-stops": (
         "example.com", {}, {"_matrix-fed._tcp.example.com": DnsAnswer("servfail", detail="SERVFAIL")},
-        "fallback", [("example.com", 8448, "example.com", "example.com")], True),
-    "srv-dot-target-is-no-service": (
+        "srv_error", [], True),
+    "srv-timeout-on-deprecated-stops": (
+        "example.com", {}, {"_matrix._tcp.example.com": DnsAnswer("timeout", detail="timed out")},
+        "srv_error", [], True),
+    "srv-dot-target-stops": (
         "example.com", {}, {"_matrix-fed._tcp.example.com": [srv(".", 0)], "_matrix._tcp.example.com": [srv("srv.example.net", 1)]},
-        "srv_deprecated", [("srv.example.net", 1, "example.com", "example.com")], True),
+        "srv_error", [], True),
+    "well-known-then-srv-servfail-stops": (
+        "example.com", {("example.com", 443, WK): well_known("matrix.example.com")},
+        {"_matrix-fed._tcp.matrix.example.com": DnsAnswer("servfail", detail="SERVFAIL")},
+        "well_known_srv_error", [], True),
 }
+
+# id: (srv table, fragment of the failed srv check's reason)
+SRV_STOPS = {
+    "servfail": ({"_matrix-fed._tcp.example.com": DnsAnswer("servfail", detail="SERVFAIL")}, "SERVFAIL"),
+    "dot-target": ({"_matrix-fed._tcp.example.com": [srv(".", 0)]}, "declared unavailable"),
+}
+
+
+@pytest.mark.parametrize("case", list(SRV_STOPS))
+def test_srv_stop_fails_the_srv_check(case):
+    srv_table, fragment = SRV_STOPS[case]
+    result = fed.run_checks("example.com", FakeResolver(srv_table, ADDRESSES), FakeTransport(), checks=["version"])
+    srv_checks = [check for check in result["checks"] if check["name"] == "srv"]
+    assert len(srv_checks) == 1 and not srv_checks[0]["passed"] and fragment in srv_checks[0]["reason"]
+    assert not result["passed"] and result["targets"] == [] and result["host"] is None
 
 
 @pytest.mark.parametrize("case", list(RESOLUTION_CASES))
@@ -432,7 +455,11 @@ def test_tls_failure_stops_the_address_checks():
         (json_response({}, headers={"Access-Control-Allow-Origin": "*"}), False, False, "base_url is missing"),
         (HttpResponse(404), True, True, "404"),
         (HttpResponse(500), False, False, "HTTP 500"),
+        (HttpResponse(410), True, True, "410"),
         (TransportError("refused", "connection refused"), True, True, "not served"),
+        (TransportError("timeout", "timed out"), True, True, "not served"),
+        (TransportError("tls", "certificate verification failed: Hostname mismatch"), False, False, "Hostname mismatch"),
+        (TransportError("http", "HTTP exchange failed: bad status line"), False, False, "bad status line"),
     ],
 )
 def test_client_well_known(response, passed, skipped, words):

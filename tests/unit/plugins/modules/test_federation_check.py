@@ -88,11 +88,13 @@ def test_failure_is_readable(monkeypatch):
     assert done.result["changed"] is False
 
 
-def test_options_reach_resolver_and_transport(monkeypatch):
-    run({"server_name": "example.com", "checks": ["version"], "ca_path": "/tmp/ca.pem", "validate_certs": False,
+def test_options_reach_resolver_and_transport(monkeypatch, tmp_path):
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("")
+    run({"server_name": "example.com", "checks": ["version"], "ca_path": str(ca_file), "validate_certs": False,
          "nameservers": ["192.0.2.53"], "timeout": 30}, monkeypatch, version_only())
     assert Resolver.made == (["192.0.2.53"], 5)
-    assert Transport.made == (30, "/tmp/ca.pem", False)
+    assert Transport.made == (30, str(ca_file), False)
 
 
 @pytest.mark.parametrize(
@@ -100,6 +102,7 @@ def test_options_reach_resolver_and_transport(monkeypatch):
     [
         ({"server_name": "https://example.com"}, "is not a Matrix server name"),
         ({"server_name": "example.com", "timeout": 0}, "timeout must be at least 1"),
+        ({"server_name": "example.com", "ca_path": "/nonexistent/ca.pem"}, "ca_path /nonexistent/ca.pem is not a file"),
         ({"server_name": "example.com", "checks": ["bogus"]}, "value of checks must be one or more of"),
         ({}, "missing required arguments: server_name"),
     ],
