@@ -6,15 +6,11 @@ naming the variable, and no task reports a change on either host.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import testinfra.utils.ansible_runner
+from conftest import INVENTORY, run_site
 
-INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
-PROJECT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("homeservers")
 
 EXPECTED = {
@@ -56,23 +52,6 @@ def test_derived_values(host):
         assert derived[key] == value, key
     # IPv6 listeners only where the host has IPv6 (containers here usually do not).
     assert derived["ipv6"] is ("inet6 ::1/128" in host.check_output("ip -6 addr show dev lo 2>/dev/null || true"))
-
-
-def _run_site(extra_vars):
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_FORCE_COLOR="0")
-    proc = subprocess.run(
-        [
-            os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            "-i", INVENTORY,
-            "-e", json.dumps({"mxedge_matrix_hosts": "homeservers", **extra_vars}),
-            os.path.join(PROJECT, "playbooks", "site.yml"),
-        ],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
-    try:
-        return proc, json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"ansible-playbook did not run its plays: {proc.stderr[-2000:]}")
 
 
 def _failure_messages(report):
@@ -118,7 +97,7 @@ BAD_ACME_INPUTS = [
 
 
 def _assert_stops_before_any_change(extra_vars, named):
-    proc, report = _run_site(extra_vars)
+    proc, report = run_site(extra_vars)
     assert proc.returncode != 0
     stats = report["stats"]
     assert set(stats) == {"matrix-hs1", "matrix-hs2"}

@@ -12,6 +12,7 @@ import hmac
 import json
 import os
 import pathlib
+import re
 import shlex
 import socket
 import ssl
@@ -225,16 +226,33 @@ def ssl_context(test_ca):
     return ssl.create_default_context(cafile=test_ca)
 
 
-def run_converge(extra_vars, limit):
-    """Run the scenario's converge playbook again, as Molecule does, with extra vars."""
+def run_converge(extra_vars, limit, check_mode=False):
+    """Run the scenario's converge playbook again, as Molecule does, with extra vars.
+
+    With check_mode, as an operator previews a change: --check --diff.
+    """
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0")
     playbook = (SCENARIO_DIR / ".." / "shared" / "converge.yml").resolve()
-    proc = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", INVENTORY, "--limit", limit,
-         "-e", json.dumps(extra_vars), str(playbook)],
-        env=env, capture_output=True, text=True, timeout=900, check=False,
-    )
-    return proc
+    command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", INVENTORY, "--limit", limit,
+               "-e", json.dumps(extra_vars), str(playbook)]
+    if check_mode:
+        command += ["--check", "--diff"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+_RECAP = re.compile(
+    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)",
+    re.MULTILINE,
+)
+
+
+def play_recap(output):
+    """Host -> counts (ok, changed, unreachable, failed) from ansible-playbook's PLAY RECAP."""
+    return {
+        match["host"]: {key: int(match[key]) for key in ("ok", "changed", "unreachable", "failed")}
+        for match in _RECAP.finditer(output)
+    }
 
 
 def resolve_map(*nodes):

@@ -17,7 +17,7 @@ import uuid
 import aiohttp
 import pytest
 from aiohttp.abc import AbstractResolver
-from conftest import HOST_CA_PATH, federation_check, port_open, resolve_map, run_converge
+from conftest import HOST_CA_PATH, federation_check, play_recap, port_open, resolve_map, run_converge
 from nio import AsyncClient, JoinResponse, LoginResponse, RoomCreateResponse, RoomResolveAliasResponse, SyncResponse
 
 PASSWORD = "mxedge-e2e-password"
@@ -393,5 +393,33 @@ def test_broken_directive_keeps_old_config_live(hs1, hs2, flavour):
     assert flavour["error"] in proc.stdout + proc.stderr, proc.stdout[-3000:]
     assert hs1.host.check_output(tree) == before
     assert hs1.service_pid(flavour["service"]) == proxy_pid
+    status, _headers, _body = hs2.curl(f"{hs1.base_url}_matrix/client/versions")
+    assert status == 200
+
+
+# --- check mode tells the truth: it changes nothing, and says what a run would change ---
+
+
+def test_check_mode_on_converged_hosts_reports_no_change(hs1, hs2):
+    proc = run_converge({}, "homeservers", check_mode=True)
+    recap = play_recap(proc.stdout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    for node in (hs1, hs2):
+        assert recap[node.name]["failed"] == 0 and recap[node.name]["changed"] == 0, proc.stdout[-3000:]
+
+
+def test_check_mode_previews_a_change_without_making_it(hs1, hs2, flavour, homeserver_service):
+    # A new upload limit touches the proxy's configuration and homeserver.yaml.
+    trees = f"find {flavour['config_dir']} /etc/synapse -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum"
+    before = hs1.host.check_output(trees)
+    pids = {service: hs1.service_pid(service) for service in (flavour["service"], homeserver_service)}
+    new_limit = int(hs1.vars["matrix_max_upload_size_mb"]) + 1
+    proc = run_converge({"matrix_max_upload_size_mb": new_limit}, hs1.name, check_mode=True)
+    recap = play_recap(proc.stdout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert recap[hs1.name]["changed"] >= 2, proc.stdout[-3000:]
+    assert f"max_upload_size: {new_limit}M" in proc.stdout, "the --diff of homeserver.yaml is missing"
+    assert hs1.host.check_output(trees) == before
+    assert {service: hs1.service_pid(service) for service in pids} == pids
     status, _headers, _body = hs2.curl(f"{hs1.base_url}_matrix/client/versions")
     assert status == 200
