@@ -255,6 +255,15 @@ def play_recap(output):
     }
 
 
+def assert_check_mode_reports_no_change(*nodes):
+    """--check --diff of the converge playbook on converged `nodes`: it runs through and reports 0 changed."""
+    proc = run_converge({}, "homeservers", check_mode=True)
+    recap = play_recap(proc.stdout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    for node in nodes:
+        assert recap[node.name]["failed"] == 0 and recap[node.name]["changed"] == 0, proc.stdout[-3000:]
+
+
 def resolve_map(*nodes):
     """Host name -> container address, for clients running on the controller."""
     mapping = {}

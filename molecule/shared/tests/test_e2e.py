@@ -17,7 +17,15 @@ import uuid
 import aiohttp
 import pytest
 from aiohttp.abc import AbstractResolver
-from conftest import HOST_CA_PATH, federation_check, play_recap, port_open, resolve_map, run_converge
+from conftest import (
+    HOST_CA_PATH,
+    assert_check_mode_reports_no_change,
+    federation_check,
+    play_recap,
+    port_open,
+    resolve_map,
+    run_converge,
+)
 from nio import AsyncClient, JoinResponse, LoginResponse, RoomCreateResponse, RoomResolveAliasResponse, SyncResponse
 
 PASSWORD = "mxedge-e2e-password"
@@ -401,11 +409,7 @@ def test_broken_directive_keeps_old_config_live(hs1, hs2, flavour):
 
 
 def test_check_mode_on_converged_hosts_reports_no_change(hs1, hs2):
-    proc = run_converge({}, "homeservers", check_mode=True)
-    recap = play_recap(proc.stdout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    for node in (hs1, hs2):
-        assert recap[node.name]["failed"] == 0 and recap[node.name]["changed"] == 0, proc.stdout[-3000:]
+    assert_check_mode_reports_no_change(hs1, hs2)
 
 
 def test_check_mode_previews_a_change_without_making_it(hs1, hs2, flavour, homeserver_service):
