@@ -1,0 +1,318 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) mxedge.matrix contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The proxy contract as data: one ordered route table for every proxy flavour.
+
+``route_table(spec)`` turns the shared ``matrix_*`` facts (computed once by the
+``mxedge.matrix.matrix`` role) into the listeners ("vhosts"), their ordered
+routes and the upstream pools every proxy role renders in its own syntax.
+Nothing here knows a proxy's syntax; nothing in a proxy template knows a Matrix
+path. Behaviour IDs (``MX01`` ...) are those of ``docs/contract.md``.
+
+A route is::
+
+    {"id": "client-api",                      # unique within its vhost
+     "behaviours": ["MX01", "MX04"],          # contract IDs it implements
+     "match": {"kind": "prefix" | "exact",
+               "path": "/_matrix",            # on the proxy's normalised path
+               "raw_regex": "^/_matrix(?:[/?]|$)",  # the raw request URI must match too (MX04)
+               "methods": []},                # empty: any method
+     "action": "forward" | "static" | "refuse",
+     # forward:
+     "upstream": "homeserver",
+     "allow_sources": [],                     # non-empty: only these CIDRs, others refused (MX06)
+     "refuse": {...error...},                 # the answer to a refused source
+     # static:
+     "body": "...", "content_type": "application/json", "cors": True,
+     # refuse:
+     "status": 403, "errcode": "M_FORBIDDEN", "error": "...", "body": "{...}",
+     "policy": {"body_limit": 52428800, "timeout": "default" | "long_poll" | "tunnel",
+                "sticky": None | "user" | "room" | "source"}}
+
+Routes are ordered: the first route whose match holds answers. Prefix routes
+match the path itself and anything below it (``/_matrix`` and ``/_matrix/...``),
+never ``/_matrixfoo``.
+"""
+
+import json
+import re
+
+# Behaviour IDs of docs/contract.md, with their one-line titles. A runnable
+# flavour's rendered configuration must cite each ID it implements.
+BEHAVIOURS = {
+    "MX01": "client vhost: client API prefixes to the homeserver",
+    "MX02": "federation listener: /_matrix only",
+    "MX03": "well-known documents answered by the proxy",
+    "MX04": "request URI forwarded as received; raw URI under the route's prefix",
+    "MX05": "forwarded headers overwritten, never appended",
+    "MX06": "admin API refused unless the source is allow-listed",
+    "MX07": "health endpoint forwarded and used for health checks",
+    "MX08": "body limit, upstream keep-alive, long-poll timeouts",
+    "MX09": "TLS profile, HTTP/2, IPv4 and IPv6 listeners",
+    "MX10": "the daemon's own checker before anything goes live",
+    "MX11": "errors the proxy produces are Matrix JSON with CORS",
+    "MX12": "plain HTTP: ACME challenge forwarded, the rest redirected",
+}
+
+# What a proxy answers itself (MX11): status -> (errcode, error). The bodies
+# are canonical JSON, so that every flavour answers the same bytes.
+ERRORS = {
+    403: ("M_FORBIDDEN", "Forbidden"),
+    404: ("M_UNRECOGNIZED", "Unrecognized request"),
+    413: ("M_TOO_LARGE", "Request body too large"),
+    502: ("M_UNKNOWN", "The homeserver is not reachable"),
+    503: ("M_UNKNOWN", "The homeserver is not available"),
+    504: ("M_UNKNOWN", "The homeserver did not answer in time"),
+}
+
+# Seconds a client should wait before retrying after a 502/503/504.
+RETRY_AFTER = 5
+
+STICKY_KEYS = (None, "user", "room", "source")
+TIMEOUT_CLASSES = ("default", "long_poll", "tunnel")
+ACTIONS = ("forward", "static", "refuse")
+MATCH_KINDS = ("prefix", "exact")
+
+_PATH_PREFIXES = {
+    "synapse": {"client": ["/_matrix", "/_synapse/client"], "admin": ["/_synapse/admin"]},
+    "palpo": {"client": ["/_matrix", "/_palpo/client"], "admin": ["/_palpo/admin"]},
+}
+_FEDERATION_PREFIXES = ["/_matrix"]
+_HEALTH_PATH = "/health"
+_WELL_KNOWN = "/.well-known/matrix/"
+
+
+class RouteTableError(ValueError):
+    """A route table input breaks a rule; the message names the input."""
+
+
+def _canonical(document):
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def error_document(status):
+    """The Matrix error a proxy answers for ``status``: dict with status, errcode, error, body."""
+    if status not in ERRORS:
+        raise RouteTableError("no Matrix error is defined for status %r (defined: %s)" % (status, sorted(ERRORS)))
+    errcode, error = ERRORS[status]
+    document = {"status": status, "errcode": errcode, "error": error,
+                "body": _canonical({"errcode": errcode, "error": error})}
+    if status >= 502:
+        document["retry_after"] = RETRY_AFTER
+    return document
+
+
+def raw_regex(kind, path):
+    """PCRE/RE2 pattern the raw request URI (path and query) must match for a route (MX04).
+
+    A prefix route admits the prefix followed by ``/``, ``?`` or the end; an exact
+    route admits the path followed by ``?`` or the end. Escaping uses only
+    backslashes before punctuation, which PCRE, RE2, POSIX ERE and Lua agree on.
+    """
+    escaped = re.sub(r"([^A-Za-z0-9_])", r"\\\1", path)
+    tail = "(?:[/?]|$)" if kind == "prefix" else "(?:[?]|$)"
+    return "^" + escaped + tail
+
+
+def _route(route_id, behaviours, kind, path, action, **fields):
+    if kind not in MATCH_KINDS:
+        raise RouteTableError("route %s: match kind %r is not one of %s" % (route_id, kind, MATCH_KINDS))
+    if action not in ACTIONS:
+        raise RouteTableError("route %s: action %r is not one of %s" % (route_id, action, ACTIONS))
+    policy = fields.pop("policy", {})
+    route = {
+        "id": route_id,
+        "behaviours": list(behaviours),
+        "match": {"kind": kind, "path": path, "raw_regex": raw_regex(kind, path), "methods": fields.pop("methods", [])},
+        "action": action,
+        "policy": {
+            "body_limit": policy.get("body_limit"),
+            "timeout": policy.get("timeout", "default"),
+            "sticky": policy.get("sticky"),
+        },
+    }
+    if route["policy"]["timeout"] not in TIMEOUT_CLASSES:
+        raise RouteTableError("route %s: timeout class %r is not one of %s" % (route_id, route["policy"]["timeout"], TIMEOUT_CLASSES))
+    if route["policy"]["sticky"] not in STICKY_KEYS:
+        raise RouteTableError("route %s: stickiness %r is not one of %s" % (route_id, route["policy"]["sticky"], STICKY_KEYS))
+    route.update(fields)
+    return route
+
+
+def _forward(route_id, behaviours, kind, path, upstream, body_limit, timeout="long_poll", sticky=None, allow_sources=None):
+    fields = {"upstream": upstream, "allow_sources": list(allow_sources or [])}
+    if allow_sources:
+        fields["refuse"] = error_document(403)
+    return _route(route_id, behaviours, kind, path, "forward",
+                  policy={"body_limit": body_limit, "timeout": timeout, "sticky": sticky}, **fields)
+
+
+def _refuse(route_id, behaviours, kind, path, status):
+    document = error_document(status)
+    return _route(route_id, behaviours, kind, path, "refuse", **document)
+
+
+def _static(route_id, behaviours, path, body):
+    return _route(route_id, behaviours, "exact", path, "static",
+                  body=body, content_type="application/json", cors=True)
+
+
+def _slug(path):
+    return re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-")
+
+
+def _require(spec, key, kinds):
+    if key not in spec:
+        raise RouteTableError("route_table: the input has no %r" % key)
+    value = spec[key]
+    if not isinstance(value, kinds):
+        raise RouteTableError("route_table: %r must be %s, got %r" % (key, " or ".join(k.__name__ for k in kinds), value))
+    return value
+
+
+def _upstream_pool(spec):
+    socket = spec.get("homeserver_socket") or ""
+    address = str(spec.get("homeserver_address") or "")
+    port = int(spec.get("homeserver_port") or 0)
+    if not socket and (not address or not 0 < port < 65536):
+        raise RouteTableError("route_table: homeserver_address and homeserver_port (1-65535), or homeserver_socket, are required")
+    host = address.strip("[]")
+    server = {
+        "name": "main",
+        "socket": socket,
+        "address": host if not socket else "",
+        "port": port if not socket else 0,
+        # host:port as most proxies write it (IPv6 bracketed), or the socket path.
+        "endpoint": socket if socket else ("[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)),
+    }
+    return {"name": "homeserver", "servers": [server], "health_path": _HEALTH_PATH, "balance": "first", "fallback": None}
+
+
+def route_table(spec):
+    """Return the route table for the shared facts in ``spec`` (see the module docstring).
+
+    ``spec`` keys: homeserver_flavour, homeserver_fqdn, server_name_host, client_port,
+    federation_port, well_known_placement (client, federation, separate, none),
+    well_known_server_body, well_known_client_body, admin_allowed_networks,
+    max_body_bytes, homeserver_address, homeserver_port, homeserver_socket,
+    acme (bool), acme_challenge_address, acme_challenge_port, http_port, https_redirect_port_suffix.
+    """
+    if not isinstance(spec, dict):
+        raise RouteTableError("route_table: the input must be a dict of the shared facts, got %r" % type(spec).__name__)
+    flavour = _require(spec, "homeserver_flavour", (str,))
+    if flavour not in _PATH_PREFIXES:
+        raise RouteTableError("route_table: homeserver_flavour must be one of %s, got %r" % (sorted(_PATH_PREFIXES), flavour))
+    fqdn = _require(spec, "homeserver_fqdn", (str,)).lower()
+    name_host = _require(spec, "server_name_host", (str,)).lower()
+    client_port = int(_require(spec, "client_port", (int, str)))
+    federation_port = int(_require(spec, "federation_port", (int, str)))
+    placement = _require(spec, "well_known_placement", (str,))
+    if placement not in ("client", "federation", "separate", "none"):
+        raise RouteTableError("route_table: well_known_placement must be client, federation, separate or none, got %r" % placement)
+    networks = [str(n) for n in _require(spec, "admin_allowed_networks", (list,))]
+    body_limit = int(_require(spec, "max_body_bytes", (int, str)))
+    separate = federation_port != client_port
+    prefixes = _PATH_PREFIXES[flavour]
+    pool = _upstream_pool(spec)
+
+    def well_known_routes():
+        return [
+            _static("well-known-server", ["MX03", "MX11"], _WELL_KNOWN + "server", _require(spec, "well_known_server_body", (str,))),
+            _static("well-known-client", ["MX03", "MX11"], _WELL_KNOWN + "client", _require(spec, "well_known_client_body", (str,))),
+        ]
+
+    def admin_routes(allowed):
+        routes = []
+        for prefix in prefixes["admin"]:
+            if allowed:
+                routes.append(_forward("admin-" + _slug(prefix), ["MX06", "MX04"], "prefix", prefix, "homeserver",
+                                       body_limit, timeout="default", allow_sources=allowed))
+            else:
+                routes.append(_refuse("admin-" + _slug(prefix), ["MX06", "MX11"], "prefix", prefix, 403))
+        return routes
+
+    vhosts = []
+    client_routes = admin_routes(networks)
+    client_routes += [_forward("api-" + _slug(p), ["MX01", "MX04", "MX08"], "prefix", p, "homeserver", body_limit)
+                      for p in prefixes["client"]]
+    client_routes.append(_forward("health", ["MX07", "MX04"], "exact", _HEALTH_PATH, "homeserver", body_limit, timeout="default"))
+    if placement == "client":
+        client_routes += well_known_routes()
+    vhosts.append({
+        "name": "client", "port": client_port, "tls": True, "hosts": [fqdn], "any_host": False,
+        "serves_federation": not separate, "routes": client_routes, "fallback": error_document(404),
+    })
+    if separate:
+        federation_routes = admin_routes([])
+        federation_routes += [_forward("federation-" + _slug(p), ["MX02", "MX04", "MX08"], "prefix", p, "homeserver", body_limit)
+                              for p in _FEDERATION_PREFIXES]
+        if placement == "federation":
+            federation_routes += well_known_routes()
+        # Other servers ask for the delegated name or, without delegation, the server name.
+        well_known_port = int(spec.get("well_known_port", 443))
+        hosts = [fqdn] + ([name_host] if name_host != fqdn and federation_port != well_known_port else [])
+        vhosts.append({
+            "name": "federation", "port": federation_port, "tls": True, "hosts": hosts, "any_host": True,
+            "serves_federation": True, "routes": federation_routes, "fallback": error_document(404),
+        })
+    if placement == "separate":
+        vhosts.append({
+            "name": "well_known", "port": int(spec.get("well_known_port", 443)), "tls": True, "hosts": [name_host],
+            "any_host": False, "serves_federation": False, "routes": well_known_routes(), "fallback": error_document(404),
+        })
+
+    upstreams = [pool]
+    if spec.get("acme"):
+        challenge = {"name": "acme", "health_path": None, "balance": "first", "fallback": None, "servers": [{
+            "name": "certbot", "socket": "", "address": spec["acme_challenge_address"], "port": int(spec["acme_challenge_port"]),
+            "endpoint": "%s:%d" % (spec["acme_challenge_address"], int(spec["acme_challenge_port"]))}]}
+        upstreams.append(challenge)
+        vhosts.append({
+            "name": "http", "port": int(spec.get("http_port", 80)), "tls": False, "hosts": [], "any_host": True,
+            "serves_federation": False,
+            "routes": [_forward("acme-challenge", ["MX12"], "prefix", "/.well-known/acme-challenge", "acme", body_limit, timeout="default")],
+            "fallback": {"redirect": "https", "port_suffix": spec.get("https_redirect_port_suffix", ""), "status": 301},
+        })
+
+    table = {"vhosts": vhosts, "upstreams": upstreams, "errors": {str(s): error_document(s) for s in sorted(ERRORS)},
+             "ports": sorted({v["port"] for v in vhosts if v["tls"]})}
+    check_table(table)
+    return table
+
+
+def check_table(table):
+    """Raise RouteTableError when the table is inconsistent (unknown upstream, duplicate route, shadowed route)."""
+    pools = {pool["name"] for pool in table["upstreams"]}
+    for vhost in table["vhosts"]:
+        seen = set()
+        for index, route in enumerate(vhost["routes"]):
+            if route["id"] in seen:
+                raise RouteTableError("vhost %s: route id %s appears twice" % (vhost["name"], route["id"]))
+            seen.add(route["id"])
+            if route["action"] == "forward" and route["upstream"] not in pools:
+                raise RouteTableError("vhost %s: route %s forwards to unknown upstream %r" % (vhost["name"], route["id"], route["upstream"]))
+            for earlier in vhost["routes"][:index]:
+                if _shadows(earlier["match"], route["match"]):
+                    raise RouteTableError("vhost %s: route %s is never reached, %s matches first"
+                                          % (vhost["name"], route["id"], earlier["id"]))
+
+
+def _shadows(first, second):
+    """True when every path ``second`` matches is matched by ``first`` (any method)."""
+    if first["methods"] and set(second["methods"] or ["*"]) - set(first["methods"]):
+        return False
+    if first["kind"] == "exact":
+        return second["kind"] == "exact" and second["path"] == first["path"]
+    return second["path"] == first["path"] or second["path"].startswith(first["path"].rstrip("/") + "/")
+
+
+def routes_to(table, vhost_name, path):
+    """The route of ``vhost_name`` that answers ``path`` (normalised), or None for the vhost's fallback."""
+    vhost = next(v for v in table["vhosts"] if v["name"] == vhost_name)
+    for route in vhost["routes"]:
+        match = route["match"]
+        if match["kind"] == "exact" and path == match["path"]:
+            return route
+        if match["kind"] == "prefix" and (path == match["path"] or path.startswith(match["path"].rstrip("/") + "/")):
+            return route
+    return None

@@ -1,0 +1,242 @@
+"""The route table: which route answers which path on which listener, for each shape of deployment."""
+
+import json
+
+import pytest
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.mxedge.matrix.plugins.filter import route_table as route_table_plugin
+from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_routes import (
+    BEHAVIOURS,
+    ERRORS,
+    RouteTableError,
+    check_table,
+    error_document,
+    raw_regex,
+    route_table,
+    routes_to,
+)
+
+import re
+
+BASE = {
+    "homeserver_flavour": "synapse",
+    "homeserver_fqdn": "matrix.example.test",
+    "server_name_host": "example.test",
+    "client_port": 443,
+    "federation_port": 8448,
+    "well_known_placement": "separate",
+    "well_known_port": 443,
+    "well_known_server_body": '{"m.server":"matrix.example.test:8448"}',
+    "well_known_client_body": '{"m.homeserver":{"base_url":"https://matrix.example.test/"}}',
+    "admin_allowed_networks": [],
+    "max_body_bytes": 8 * 1048576,
+    "homeserver_address": "127.0.0.1",
+    "homeserver_port": 8008,
+    "homeserver_socket": "",
+    "acme": False,
+    "acme_challenge_address": "127.0.0.1",
+    "acme_challenge_port": 8402,
+    "http_port": 80,
+    "https_redirect_port_suffix": "",
+}
+
+# Deployment shapes: name -> overrides of BASE.
+SHAPES = {
+    "delegated_two_ports": {},
+    "single_port_delegated": {"federation_port": 443},
+    "same_host_well_known_on_client": {"server_name_host": "matrix.example.test", "well_known_placement": "client"},
+    "well_known_on_federation": {"server_name_host": "matrix.example.test", "client_port": 8443,
+                                 "federation_port": 443, "well_known_placement": "federation"},
+    "no_well_known": {"server_name_host": "other.test", "homeserver_fqdn": "other.test", "well_known_placement": "none"},
+    "palpo_socket": {"homeserver_flavour": "palpo", "homeserver_socket": "/run/palpo/palpo.sock"},
+    "admin_allow_listed": {"admin_allowed_networks": ["10.0.0.0/8", "2001:db8::/32"]},
+    "acme": {"acme": True},
+}
+
+
+def table(shape):
+    return route_table(dict(BASE, **SHAPES[shape]))
+
+
+def vhost_names(result):
+    return [v["name"] for v in result["vhosts"]]
+
+
+@pytest.mark.parametrize(
+    "shape,vhosts",
+    [
+        ("delegated_two_ports", ["client", "federation", "well_known"]),
+        ("single_port_delegated", ["client", "well_known"]),
+        ("same_host_well_known_on_client", ["client", "federation"]),
+        ("well_known_on_federation", ["client", "federation"]),
+        ("no_well_known", ["client", "federation"]),
+        ("acme", ["client", "federation", "well_known", "http"]),
+    ],
+)
+def test_listeners_for_each_shape(shape, vhosts):
+    assert vhost_names(table(shape)) == vhosts
+
+
+# (shape, vhost, normalised path) -> (route id or None for the fallback, action)
+ROUTING = [
+    ("delegated_two_ports", "client", "/_matrix/client/versions", "api-matrix", "forward"),
+    ("delegated_two_ports", "client", "/_matrix", "api-matrix", "forward"),
+    ("delegated_two_ports", "client", "/_matrixfoo", None, None),
+    ("delegated_two_ports", "client", "/_synapse/client/oidc/callback", "api-synapse-client", "forward"),
+    ("delegated_two_ports", "client", "/_synapse/admin/v1/users", "admin-synapse-admin", "refuse"),
+    ("delegated_two_ports", "client", "/health", "health", "forward"),
+    ("delegated_two_ports", "client", "/health/x", None, None),
+    ("delegated_two_ports", "client", "/.well-known/matrix/server", None, None),
+    ("delegated_two_ports", "federation", "/_matrix/federation/v1/version", "federation-matrix", "forward"),
+    ("delegated_two_ports", "federation", "/_synapse/client/x", None, None),
+    ("delegated_two_ports", "federation", "/_synapse/admin/v1/users", "admin-synapse-admin", "refuse"),
+    ("delegated_two_ports", "federation", "/health", None, None),
+    ("delegated_two_ports", "well_known", "/.well-known/matrix/server", "well-known-server", "static"),
+    ("delegated_two_ports", "well_known", "/.well-known/matrix/client", "well-known-client", "static"),
+    ("delegated_two_ports", "well_known", "/.well-known/matrix/support", None, None),
+    ("delegated_two_ports", "well_known", "/_matrix/client/versions", None, None),
+    ("same_host_well_known_on_client", "client", "/.well-known/matrix/client", "well-known-client", "static"),
+    ("well_known_on_federation", "federation", "/.well-known/matrix/server", "well-known-server", "static"),
+    ("well_known_on_federation", "client", "/.well-known/matrix/server", None, None),
+    ("palpo_socket", "client", "/_palpo/client/x", "api-palpo-client", "forward"),
+    ("palpo_socket", "client", "/_palpo/admin/x", "admin-palpo-admin", "refuse"),
+    ("palpo_socket", "client", "/_synapse/admin/x", None, None),
+    ("admin_allow_listed", "client", "/_synapse/admin/v1/users", "admin-synapse-admin", "forward"),
+    ("admin_allow_listed", "federation", "/_synapse/admin/v1/users", "admin-synapse-admin", "refuse"),
+    ("acme", "http", "/.well-known/acme-challenge/token", "acme-challenge", "forward"),
+    ("acme", "http", "/_matrix/client/versions", None, None),
+]
+
+
+@pytest.mark.parametrize("shape,vhost,path,route_id,action", ROUTING, ids=[f"{r[0]}:{r[1]}:{r[2]}" for r in ROUTING])
+def test_which_route_answers(shape, vhost, path, route_id, action):
+    route = routes_to(table(shape), vhost, path)
+    assert (route and route["id"], route and route["action"]) == (route_id, action)
+
+
+@pytest.mark.parametrize(
+    "kind,path,uri,matches",
+    [
+        ("prefix", "/_matrix", "/_matrix/client/versions", True),
+        ("prefix", "/_matrix", "/_matrix", True),
+        ("prefix", "/_matrix", "/_matrix?x=1", True),
+        ("prefix", "/_matrix", "/_matrixx", False),
+        ("prefix", "/_matrix", "/_synapse/admin/%2E%2E%2F%2E%2E%2F_matrix/client/versions", False),
+        ("prefix", "/_matrix", "//_matrix/client/versions", False),
+        ("exact", "/health", "/health", True),
+        ("exact", "/health", "/health?probe=1", True),
+        ("exact", "/health", "/health/", False),
+        ("exact", "/health", "/_synapse/admin/v2/users/%2E%2E%2F%2E%2E%2F%2E%2E%2F%2E%2E%2Fhealth", False),
+        ("exact", "/.well-known/matrix/server", "/.well-known/matrix/server", True),
+        ("exact", "/.well-known/matrix/server", "/.well-known/matrixXserver", False),
+    ],
+)
+def test_raw_regex_admits_only_uris_under_the_route(kind, path, uri, matches):
+    assert bool(re.search(raw_regex(kind, path), uri)) is matches
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_every_forward_route_checks_the_raw_uri_and_names_its_behaviours(shape):
+    for vhost in table(shape)["vhosts"]:
+        for route in vhost["routes"]:
+            assert route["match"]["raw_regex"].startswith("^"), route["id"]
+            assert route["behaviours"] and set(route["behaviours"]) <= set(BEHAVIOURS), route["id"]
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_fallbacks_are_matrix_errors(shape):
+    for vhost in table(shape)["vhosts"]:
+        if vhost["tls"]:
+            assert vhost["fallback"]["status"] == 404
+            assert json.loads(vhost["fallback"]["body"]) == {"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}
+        else:
+            assert vhost["fallback"]["redirect"] == "https"
+
+
+@pytest.mark.parametrize("status", sorted(ERRORS))
+def test_error_documents_are_canonical_matrix_json(status):
+    document = error_document(status)
+    assert document["body"] == json.dumps({"errcode": document["errcode"], "error": document["error"]},
+                                          sort_keys=True, separators=(",", ":"))
+    assert ("retry_after" in document) is (status >= 502)
+
+
+def test_admin_allow_list_refuses_others_with_forbidden():
+    route = routes_to(table("admin_allow_listed"), "client", "/_synapse/admin")
+    assert route["allow_sources"] == ["10.0.0.0/8", "2001:db8::/32"]
+    assert route["refuse"]["errcode"] == "M_FORBIDDEN"
+
+
+@pytest.mark.parametrize(
+    "shape,upstream_endpoint",
+    [("delegated_two_ports", "127.0.0.1:8008"), ("palpo_socket", "/run/palpo/palpo.sock")],
+)
+def test_one_homeserver_pool(shape, upstream_endpoint):
+    pools = table(shape)["upstreams"]
+    assert [p["name"] for p in pools] == ["homeserver"]
+    assert [s["endpoint"] for s in pools[0]["servers"]] == [upstream_endpoint]
+
+
+def test_ipv6_upstream_is_bracketed_once():
+    pool = route_table(dict(BASE, homeserver_address="[::1]"))["upstreams"][0]
+    assert pool["servers"][0]["endpoint"] == "[::1]:8008"
+    assert pool["servers"][0]["address"] == "::1"
+
+
+def test_federation_listener_answers_for_the_server_name_without_delegation():
+    federation = table("no_well_known")["vhosts"][1]
+    assert federation["hosts"] == ["other.test"] and federation["any_host"]
+
+
+def test_ports_are_the_tls_listeners():
+    assert table("acme")["ports"] == [443, 8448]
+    assert table("single_port_delegated")["ports"] == [443]
+
+
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ({"homeserver_flavour": "dendrite"}, "homeserver_flavour must be one of"),
+        ({"well_known_placement": "elsewhere"}, "well_known_placement must be"),
+        ({"admin_allowed_networks": "10.0.0.0/8"}, "'admin_allowed_networks' must be list"),
+        ({"homeserver_address": "", "homeserver_socket": ""}, "homeserver_address and homeserver_port"),
+        ({"homeserver_port": 70000}, "homeserver_address and homeserver_port"),
+    ],
+)
+def test_bad_input_names_the_key(override, words):
+    with pytest.raises(RouteTableError, match=re.escape(words)):
+        route_table(dict(BASE, **override))
+
+
+def test_missing_key_is_named():
+    spec = dict(BASE)
+    del spec["client_port"]
+    with pytest.raises(RouteTableError, match="no 'client_port'"):
+        route_table(spec)
+
+
+@pytest.mark.parametrize(
+    "mutate,words",
+    [
+        (lambda t: t["vhosts"][0]["routes"].append(dict(t["vhosts"][0]["routes"][1])), "appears twice"),
+        (lambda t: t["vhosts"][0]["routes"][1].update(upstream="workers"), "unknown upstream 'workers'"),
+        (lambda t: t["vhosts"][0]["routes"].insert(0, dict(t["vhosts"][0]["routes"][1], id="catch-all",
+                                                           match=dict(kind="prefix", path="/_matrix", methods=[]))),
+         "is never reached"),
+    ],
+)
+def test_inconsistent_tables_are_refused(mutate, words):
+    result = table("delegated_two_ports")
+    mutate(result)
+    with pytest.raises(RouteTableError, match=words):
+        check_table(result)
+
+
+def test_filter_wraps_errors():
+    route_table_filter = route_table_plugin.FilterModule().filters()["route_table"]
+    assert list(route_table_plugin.FilterModule().filters()) == ["route_table"]
+    with pytest.raises(AnsibleFilterError, match="^route_table: "):
+        route_table_filter(dict(BASE, homeserver_flavour="x"))
+    assert route_table_filter(BASE) == route_table(BASE)
