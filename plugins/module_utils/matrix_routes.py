@@ -106,10 +106,10 @@ def raw_regex(kind, path):
     """PCRE/RE2 pattern the raw request URI (path and query) must match for a route (MX04).
 
     A prefix route admits the prefix followed by ``/``, ``?`` or the end; an exact
-    route admits the path followed by ``?`` or the end. Escaping uses only
-    backslashes before punctuation, which PCRE, RE2, POSIX ERE and Lua agree on.
+    route admits the path followed by ``?`` or the end. Only regular-expression
+    metacharacters are escaped (with a backslash), as PCRE, RE2 and POSIX ERE read them.
     """
-    escaped = re.sub(r"([^A-Za-z0-9_])", r"\\\1", path)
+    escaped = re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", path)
     tail = "(?:[/?]|$)" if kind == "prefix" else "(?:[?]|$)"
     return "^" + escaped + tail
 
