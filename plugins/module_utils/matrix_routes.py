@@ -195,7 +195,9 @@ def route_table(spec):
     federation_port, well_known_placement (client, federation, separate, none),
     well_known_server_body, well_known_client_body, admin_allowed_networks,
     max_body_bytes, homeserver_address, homeserver_port, homeserver_socket,
-    acme (bool), acme_challenge_address, acme_challenge_port, http_port, https_redirect_port_suffix.
+    acme (bool), acme_challenge_address, acme_challenge_port, http_port, https_redirect_port_suffix;
+    optional ``extra_routes``: routes to add (see :func:`extra_route`), each after the
+    routes its vhost already has.
     """
     if not isinstance(spec, dict):
         raise RouteTableError("route_table: the input must be a dict of the shared facts, got %r" % type(spec).__name__)
@@ -274,10 +276,49 @@ def route_table(spec):
             "fallback": {"redirect": "https", "port_suffix": spec.get("https_redirect_port_suffix", ""), "status": 301},
         })
 
+    by_name = {vhost["name"]: vhost for vhost in vhosts}
+    for item in spec.get("extra_routes") or []:
+        vhost, route = extra_route(item)
+        if vhost not in by_name:
+            raise RouteTableError("extra route %s: vhost %r is not served here (served: %s)" % (route["id"], vhost, sorted(by_name)))
+        by_name[vhost]["routes"].append(route)
+
     table = {"vhosts": vhosts, "upstreams": upstreams, "errors": {str(s): error_document(s) for s in sorted(ERRORS)},
              "ports": sorted({v["port"] for v in vhosts if v["tls"]})}
     check_table(table)
     return table
+
+
+def extra_route(item):
+    """(vhost name, route) for one extra route given as data.
+
+    ``item``: ``vhost`` (client, federation, well_known), ``id``, ``kind`` (prefix or exact),
+    ``path``, ``action`` and, by action: ``upstream`` (forward; the table's ``homeserver`` pool
+    unless named), ``status`` (refuse: one of ERRORS), ``body`` (static, JSON text); optional
+    ``behaviours`` (contract IDs) and ``timeout``.
+    """
+    missing = [key for key in ("vhost", "id", "kind", "path", "action") if key not in item]
+    if missing:
+        raise RouteTableError("extra route %r lacks %s" % (item.get("id", item), ", ".join(missing)))
+    if not str(item["path"]).startswith("/"):
+        raise RouteTableError("extra route %s: path %r must start with /" % (item["id"], item["path"]))
+    behaviours = item.get("behaviours") or []
+    unknown = sorted(set(behaviours) - set(BEHAVIOURS))
+    if unknown:
+        raise RouteTableError("extra route %s: unknown behaviour IDs %s" % (item["id"], unknown))
+    action = item["action"]
+    if action == "forward":
+        route = _forward(item["id"], behaviours or ["MX04"], item["kind"], item["path"], item.get("upstream", "homeserver"),
+                         item.get("body_limit"), timeout=item.get("timeout", "default"))
+    elif action == "refuse":
+        route = _refuse(item["id"], behaviours or ["MX11"], item["kind"], item["path"], int(item.get("status", 404)))
+    elif action == "static":
+        if item["kind"] != "exact":
+            raise RouteTableError("extra route %s: a static route matches one path (kind exact)" % item["id"])
+        route = _static(item["id"], behaviours or ["MX11"], item["path"], str(item["body"]))
+    else:
+        raise RouteTableError("extra route %s: action %r is not one of %s" % (item["id"], action, ACTIONS))
+    return item["vhost"], route
 
 
 def check_table(table):

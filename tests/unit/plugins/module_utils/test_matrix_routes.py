@@ -240,3 +240,41 @@ def test_filter_wraps_errors():
     with pytest.raises(AnsibleFilterError, match="^route_table: "):
         route_table_filter(dict(BASE, homeserver_flavour="x"))
     assert route_table_filter(BASE) == route_table(BASE)
+
+
+EXTRA = [
+    {"vhost": "client", "id": "no-media-config", "kind": "exact", "path": "/_matrix/media/v3/config", "action": "refuse", "status": 403},
+    {"vhost": "well_known", "id": "support", "kind": "exact", "path": "/.well-known/matrix/support", "action": "static",
+     "body": '{"contacts":[]}'},
+    {"vhost": "federation", "id": "metrics", "kind": "prefix", "path": "/_synapse/metrics", "action": "forward"},
+]
+
+
+def test_extra_routes_join_their_vhost_in_order():
+    result = route_table(dict(BASE, extra_routes=EXTRA[1:]))
+    assert routes_to(result, "well_known", "/.well-known/matrix/support")["body"] == '{"contacts":[]}'
+    federation = [r["id"] for r in result["vhosts"][1]["routes"]]
+    assert federation[-1] == "metrics"
+    assert routes_to(result, "federation", "/_synapse/metrics/x")["upstream"] == "homeserver"
+
+
+def test_an_extra_route_behind_a_broader_one_is_refused():
+    with pytest.raises(RouteTableError, match="no-media-config is never reached, api-matrix matches first"):
+        route_table(dict(BASE, extra_routes=EXTRA[:1]))
+
+
+@pytest.mark.parametrize(
+    "item,words",
+    [
+        ({"vhost": "client", "id": "x", "kind": "exact", "path": "/x"}, "lacks action"),
+        ({"vhost": "client", "id": "x", "kind": "exact", "path": "x", "action": "refuse"}, "must start with /"),
+        ({"vhost": "http", "id": "x", "kind": "exact", "path": "/x", "action": "refuse"}, "vhost 'http' is not served here"),
+        ({"vhost": "client", "id": "x", "kind": "prefix", "path": "/x", "action": "static", "body": "{}"}, "kind exact"),
+        ({"vhost": "client", "id": "x", "kind": "exact", "path": "/x", "action": "refuse", "status": 418}, "no Matrix error"),
+        ({"vhost": "client", "id": "x", "kind": "exact", "path": "/x", "action": "forward", "upstream": "mas"}, "unknown upstream 'mas'"),
+        ({"vhost": "client", "id": "x", "kind": "exact", "path": "/x", "action": "refuse", "behaviours": ["MX99"]}, "unknown behaviour IDs"),
+    ],
+)
+def test_bad_extra_routes_name_the_route(item, words):
+    with pytest.raises(RouteTableError, match=re.escape(words)):
+        route_table(dict(BASE, extra_routes=[item]))
