@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Write the variable tables of the docs from the roles' argument specs.
 
 The argument specs (roles/*/meta/argument_specs.yml, entry point main) are the
@@ -87,7 +86,7 @@ def render(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a table is out of date")
     args = parser.parse_args(argv)
     stale = []

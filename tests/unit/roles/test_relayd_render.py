@@ -194,6 +194,7 @@ def rendered(tmp_path_factory):
         "max_body_bytes": "{{ _matrix_max_body_bytes }}",
         "placement": "{{ _matrix_well_known_placement }}",
         "ports": "{{ _matrix_tls_ports }}",
+        "routes": "{{ _matrix_routes }}",
     }
     plays = [{
         "name": "Render mxedge.matrix.relayd for every case",
@@ -245,6 +246,44 @@ def run(rendered_case, port, req, **kwargs):
 
 
 ALL = pytest.mark.parametrize("case", list(CASES))
+
+
+def httpd_answer(tree, host, path):
+    """httpd(8)'s answer: the server whose name matches Host (fnmatch, case-folded, port dropped;
+    the first server otherwise), then its first matching location."""
+    servers = tree.find("server")
+    name = (host or "").rsplit(":", 1)[0] if (host or "").count(":") == 1 else (host or "")
+    server = next((s for s in servers if rc.relayd_fnmatch(s.words[1], name, casefold=True)), servers[0])
+    return httpd_route(server, path)
+
+
+def answer(rendered_case, port, out):
+    """What the client gets for a request whose relayd outcome is ``out``:
+    ("upstream", table), ("relayd", status) for relayd's own refusal page,
+    ("error", status) for a Matrix JSON error from httpd with the headers relayd adds (MX11),
+    or ("file", path, content type, cors) for a static document."""
+    if out.action == "block":
+        return ("relayd", out.status)
+    if out.table != "mxedge_httpd":
+        return ("upstream", out.table)
+    result = httpd_answer(rendered_case["httpd"], out.headers.get("Host"), out.path)
+    cfg = rendered_case["config"]
+    content_type = result[2] if result[0] == "file" else "text/html"  # httpd's errors are text/html
+    response = rc.evaluate(cfg, cfg.relay_for_port(port), rc.Request(path="/"), session_tag=out.tag,
+                           direction="response", response_headers=[("Content-Type", content_type)])
+    cors = response.headers.get_all("Access-Control-Allow-Origin") == ["*"]
+    if result[0] == "status":
+        status = result[1]
+        table_errors = rendered_case["facts"]["routes"]["errors"]
+        assert response.headers.get_all("Content-Type") == ["application/json"], (status, out)
+        assert cors, (status, out)
+        assert str(status) in table_errors
+        return ("error", status)
+    return ("file", result[1], response.headers.get("Content-Type"), cors)
+
+
+def outcome(rendered_case, port, req):
+    return answer(rendered_case, port, run(rendered_case, port, req))
 
 
 # --------------------------------------------------------------------------
@@ -383,8 +422,7 @@ def test_admin_api_is_refused_except_from_the_allow_list(rendered, case):
     exp = expected(case)
     port = var(case, "matrix_client_port")
     path = exp["admin_prefix"] + "/v1/server_version"
-    out = run(rendered[case], port, request(case, path, source="203.0.113.9", port=port))
-    assert (out.action, out.status) == ("block", 403)
+    assert outcome(rendered[case], port, request(case, path, source="203.0.113.9", port=port)) == ("error", 403)
     networks = var(case, "matrix_admin_allowed_networks")
     for network in networks:
         inside = str(next(iter(ipaddress.ip_network(network).hosts()), ipaddress.ip_network(network).network_address))
@@ -393,8 +431,7 @@ def test_admin_api_is_refused_except_from_the_allow_list(rendered, case):
         assert out.headers.get_all("X-Forwarded-For") == [inside]
     if networks:
         for outside in ("11.0.0.1", "192.0.2.8", "2001:db9::1"):
-            out = run(rendered[case], port, request(case, path, source=outside, port=port))
-            assert out.action == "block", outside
+            assert outcome(rendered[case], port, request(case, path, source=outside, port=port)) == ("error", 403), outside
 
 
 def _bypass_spellings(exp):
@@ -432,8 +469,8 @@ def test_encoded_and_dot_segment_variants_are_refused(rendered, case):
     sources = ["203.0.113.9"] + [str(ipaddress.ip_network(n).network_address + 1) for n in allowed]
     for path in _bypass_spellings(exp):
         for source in sources:
-            out = run(rendered[case], port, request(case, path, source=source, port=port))
-            assert (out.action, out.status) == ("block", 403), (path, source)
+            assert outcome(rendered[case], port, request(case, path, source=source, port=port)) == ("error", 403), \
+                (path, source)
 
 
 @ALL
@@ -441,11 +478,10 @@ def test_the_rest_of_the_homeserver_namespace_is_refused_and_other_paths_get_404
     exp = expected(case)
     port = var(case, "matrix_client_port")
     for path in (exp["namespace"] + "metrics", exp["namespace"] + "clientX"):
-        assert run(rendered[case], port, request(case, path, port=port)).action == "block", path
-    # Everything else goes to the httpd instance, which answers 404 (see the httpd tests).
+        assert outcome(rendered[case], port, request(case, path, port=port)) == ("error", 403), path
+    # Everything else is the listener's fallback: 404 M_UNRECOGNIZED from httpd's default server.
     for path in ("/", "/index.html", "/_matrixx", "//_synapse/admin/v1/x", "https://evil/_synapse/admin"):
-        out = run(rendered[case], port, request(case, path, port=port))
-        assert (out.action, out.table) == ("pass", "mxedge_httpd"), path
+        assert outcome(rendered[case], port, request(case, path, port=port)) == ("error", 404), path
 
 
 @ALL
@@ -460,8 +496,8 @@ def test_body_limit_by_content_length(rendered, case):
     under = [0, 1, limit, limit - 1, limit // 2, 10 ** (len(str(limit)) - 1)] + [rng.randint(0, limit) for _draw in range(200)]
     for length in over:
         upload = request(case, "/_matrix/media/v3/upload", method="POST", port=port, headers=[("Content-Length", str(length))])
-        out = run(rendered[case], port, upload)
-        assert out.action == ("block" if enforce else "pass"), length
+        got = outcome(rendered[case], port, upload)
+        assert got == (("error", 413) if enforce else ("upstream", "mxedge_homeserver")), length
     for length in under:
         upload = request(case, "/_matrix/media/v3/upload", method="POST", port=port, headers=[("content-length", str(length))])
         out = run(rendered[case], port, upload)
@@ -469,15 +505,9 @@ def test_body_limit_by_content_length(rendered, case):
 
 
 def test_body_limit_patterns_are_exact_for_many_limits():
-    """The template's digit-by-digit patterns against integers, for limits of
-    every shape (the template logic, replayed on arbitrary limits)."""
-    def patterns(limit):
-        n = str(limit)
-        out = ["?" * (len(n) + 1) + "*"]
-        for i, digit in enumerate(n):
-            if int(digit) < 9:
-                out.append(n[:i] + f"[{int(digit) + 1}-9]" + "?" * (len(n) - i - 1))
-        return out
+    """The filter's digit-by-digit patterns against integers, matched the way this
+    parser's fnmatch matches them, for limits of every shape."""
+    from ansible_collections.mxedge.matrix.plugins.module_utils.relayd_patterns import content_length_over as patterns
 
     rng = random.Random(7)
     limits = [1048576, 52428800, 104857600, 9, 99, 1000, 999999, 10485760000] + [rng.randint(1, 10 ** 11) for _draw in range(50)]
@@ -493,11 +523,14 @@ def test_body_limit_patterns_are_exact_for_many_limits():
 def test_the_template_writes_those_patterns(rendered):
     cfg = rendered["single_port_delegated"]["config"]
     rules = [r for r in cfg.protocols["mxedge_client"].rules if "header" in r.kvs and r.kvs["header"].key == "Content-Length"]
+    assert all(r.action == "match" and r.tag == "mxedge_too_large" and r.direction == "request" for r in rules)
     assert [r.kvs["header"].value for r in rules] == [
         "?????????*", "[6-9]???????", "5[3-9]??????", "52[5-9]?????", "524[3-9]????", "5242[9-9]???", "52428[9-9]??",
         "524288[1-9]?", "5242880[1-9]",
     ]
-    assert all(r.action == "block" and r.quick and r.direction == "request" for r in rules)
+    refuse = [r for r in cfg.protocols["mxedge_client"].rules if r.tagged == "mxedge_too_large"]
+    assert len(refuse) == 1 and refuse[0].quick and refuse[0].table == "mxedge_httpd"
+    assert refuse[0].kvs["header"] == rc.KeyValue("header", "set", "Host", "mxedge-error-413.invalid")
 
 
 @ALL
@@ -511,39 +544,41 @@ def test_federation_listener(rendered, case):
         out = run(rendered[case], port, request(case, path, port=port, headers=[("X-Forwarded-For", "6.6.6.6")]))
         assert (out.action, out.table) == ("pass", "mxedge_homeserver"), path
         assert out.headers.get_all("X-Forwarded-For") == ["198.51.100.7"]
-    for path in (exp["client_prefixes"][1] + "/x", exp["admin_prefix"] + "/v1/x", "/health", "/"):
-        out = run(rendered[case], port, request(case, path, port=port))
-        assert (out.action, out.table) == ("pass", "mxedge_httpd"), path
-    for path in ("/_matrix/../" + exp["admin_prefix"][1:], "/_matrix/%2e%2e/x"):
-        assert run(rendered[case], port, request(case, path, port=port)).action == "block", path
+    # The route table refuses the admin API here (403) and routes nothing else of the namespace.
+    for path in (exp["client_prefixes"][1] + "/x", exp["admin_prefix"] + "/v1/x", "/_matrix/../" + exp["admin_prefix"][1:],
+                 "/_matrix/%2e%2e/x"):
+        assert outcome(rendered[case], port, request(case, path, port=port)) == ("error", 403), path
+    for path in ("/health", "/"):
+        assert outcome(rendered[case], port, request(case, path, port=port)) == ("error", 404), path
 
 
 @ALL
 def test_well_known_documents(rendered, case):
     exp = expected(case)
-    cfg = rendered[case]["config"]
     host = exp["server_name_host"]
+    facts = rendered[case]["facts"]
+    bodies = {"server": facts["well_known_server_body"], "client": facts["well_known_client_body"]}
+    statics = [r for v in facts["routes"]["vhosts"] for r in v["routes"] if r["action"] == "static"]
     if exp["placement"] == "none":
-        for relay in cfg.relays.values():
-            proto = cfg.protocols[relay.protocol]
-            assert not [r for r in proto.rules if r.direction == "response"]
-        out = run(rendered[case], var(case, "matrix_client_port"),
-                  request(case, "/.well-known/matrix/server", host=host))
-        assert out.table == "mxedge_httpd"  # and httpd has no location for it: 404
+        assert statics == []
+        got = outcome(rendered[case], var(case, "matrix_client_port"),
+                      request(case, "/.well-known/matrix/server", host=host))
+        assert got == ("error", 404)
         return
+    assert {r["match"]["path"]: r["body"] for r in statics} == {f"/.well-known/matrix/{k}": b for k, b in bodies.items()}
     port = exp["well_known_port"]
     for kind in ("server", "client"):
-        for host_header in (host, host + ":443"):
-            out = run(rendered[case], port, request(case, f"/.well-known/matrix/{kind}", host=host_header, port=port))
-            assert (out.action, out.table, out.tag) == ("pass", "mxedge_httpd", "mxedge_wk"), (kind, host_header)
-            response = run(rendered[case], port, request(case, "/", port=port), session_tag=out.tag,
-                           direction="response", response_headers=[("Content-Type", "application/json")])
-            assert response.headers.get_all("Access-Control-Allow-Origin") == ["*"]
-            assert response.headers.get("Content-Type") == "application/json"
+        for host_header in (host, host + ":443", host.upper()) if exp["placement"] == "separate" else (host,):
+            req = request(case, f"/.well-known/matrix/{kind}", host=host_header, port=port)
+            if host_header == host.upper() and rendered[case]["config"].relay_for_port(port).name != "mxedge_well_known":
+                continue  # relayd compares Host literally: the upper-case name is the homeserver's listener (404)
+            got = outcome(rendered[case], port, req)
+            assert got == ("file", f"/var/www/mxedge-matrix/.well-known/matrix/{kind}", "application/json", True), \
+                (kind, host_header)
     # A Matrix API response on the same connection gets no CORS header from relayd.
     if exp["well_known_port"] == var(case, "matrix_client_port"):
-        out = run(rendered[case], port, request(case, "/_matrix/client/versions", port=port), session_tag="mxedge_wk")
-        assert out.tag == "mxedge_hs"
+        out = run(rendered[case], port, request(case, "/_matrix/client/versions", port=port), session_tag="mxedge_static")
+        assert out.tag == "mxedge_vh_client"
         response = run(rendered[case], port, request(case, "/", port=port), session_tag=out.tag,
                        direction="response", response_headers=[])
         assert "Access-Control-Allow-Origin" not in response.headers
@@ -560,22 +595,22 @@ def test_the_server_name_host_only_gets_the_well_known_documents(rendered, case)
         return
     for path in ("/_matrix/client/versions", "/_matrix/federation/v1/version", "/health"):
         for host in (exp["server_name_host"], exp["server_name_host"] + ":443"):
-            out = run(rendered[case], port, request(case, path, host=host, port=port))
-            assert (out.action, out.table) == ("pass", "mxedge_httpd"), (path, host)
+            assert outcome(rendered[case], port, request(case, path, host=host, port=port)) == ("error", 404), (path, host)
     # ... while the homeserver's host on the same relay is routed normally.
     out = run(rendered[case], port, request(case, "/_matrix/federation/v1/version", port=port))
     assert out.table == "mxedge_homeserver"
 
 
 def test_well_known_relay_of_its_own(rendered):
-    cfg = rendered["client_port_8443"]["config"]
+    case = rendered["client_port_8443"]
+    cfg = case["config"]
     relay = cfg.relays["mxedge_well_known"]
     assert [listen.port for listen in relay.listens] == [443]
     for path in ("/_matrix/client/versions", "/_synapse/admin/v1/x", "/"):
         out = rc.evaluate(cfg, relay, rc.Request(path=path, headers=[("Host", "example.net")]))
-        assert out.table == "mxedge_httpd", path
+        assert answer(case, 443, out) == ("error", 404), path
     out = rc.evaluate(cfg, relay, rc.Request(path="/.well-known/matrix/server", headers=[("Host", "example.net")]))
-    assert out.tag == "mxedge_wk"
+    assert out.tag == "mxedge_static"
 
 
 def test_extras_land_in_their_blocks(rendered):
@@ -605,15 +640,15 @@ def test_extras_land_in_their_blocks(rendered):
 # --------------------------------------------------------------------------
 
 
-def httpd_route(tree, path):
-    """httpd(8)'s answer for a path: the first matching location decides."""
-    server = tree.find("server")[0]
-    root = next(c.words[1] for c in server.children if c.words[0] == "root")
+def httpd_route(server, path):
+    """httpd(8)'s answer within one server block: the first matching location decides."""
+    root = next((c.words[1] for c in server.children if c.words[0] == "root"), "/htdocs")
     for location in server.find("location"):
         if rc.relayd_fnmatch(location.words[1], path):
             words = [c.words for c in location.children]
-            if ["block", "return", 404] in words:
-                return ("status", 404)
+            block = next((w for w in words if w[:2] == ["block", "return"]), None)
+            if block:
+                return ("status", block[2])
             strip = next((w[2] for w in words if w[:2] == ["request", "strip"]), 0)
             parts = path.split("/")
             rest = "/" + "/".join(parts[1 + strip:])
@@ -625,32 +660,155 @@ def httpd_route(tree, path):
 @ALL
 def test_httpd_instance(rendered, case):
     tree = rendered[case]["httpd"]
+    routes = rendered[case]["facts"]["routes"]
+    assert [c.words for c in tree.children if c.children is None] == [["errdocs", "/mxedge-matrix-errors"]]
     servers = tree.find("server")
-    assert len(servers) == 1
-    server = servers[0]
-    assert server.find("listen") and server.find("listen")[0].words == ["listen", "on", "127.0.0.1", "port", 8089]
-    assert ["log", "style", "forwarded"] in [c.words for c in server.children]
-    locations = [loc.words[1] for loc in server.find("location")]
-    assert locations[-1] == "*"
-    if expected(case)["placement"] == "none":
-        assert locations == ["*"]
-        assert httpd_route(tree, "/.well-known/matrix/server") == ("status", 404)
-    else:
-        assert locations == ["/.well-known/matrix/*", "*"]
-        for kind in ("server", "client"):
-            assert httpd_route(tree, f"/.well-known/matrix/{kind}") == \
-                ("file", f"/var/www/mxedge-matrix/{kind}", "application/json")
-    for path in ("/", "/_matrix/client/versions", "/.well-known/acme-challenge/x", "/mxedge-matrix/server"):
-        assert httpd_route(tree, path) == ("status", 404), path
+    errors = sorted(int(status) for status in routes["errors"] if int(status) < 500)
+    assert [s.words[1] for s in servers] == ["mxedge-matrix", "mxedge-static.invalid"] + \
+        [f"mxedge-error-{status}.invalid" for status in errors]
+    for server in servers:
+        assert server.find("listen")[0].words == ["listen", "on", "127.0.0.1", "port", 8089]
+        assert ["log", "style", "forwarded"] in [c.words for c in server.children]
+        assert [loc.words[1] for loc in server.find("location")][-1] == "*"
+    # The default server (any other Host) is the fallback: 404 for everything.
+    for path in ("/", "/_matrix/client/versions", "/.well-known/matrix/server", "/mxedge-matrix/server"):
+        assert httpd_answer(tree, "matrix.example.test", path) == ("status", 404), path
+    for status in errors:
+        assert httpd_answer(tree, f"mxedge-error-{status}.invalid", "/_synapse/admin/x") == ("status", status)
+    statics = [r for v in routes["vhosts"] for r in v["routes"] if r["action"] == "static"]
+    for route in statics:
+        assert httpd_answer(tree, "mxedge-static.invalid", route["match"]["path"]) == \
+            ("file", "/var/www/mxedge-matrix" + route["match"]["path"], route["content_type"])
+    for path in ("/", "/_matrix/client/versions", "/.well-known/acme-challenge/x", "/server"):
+        assert httpd_answer(tree, "mxedge-static.invalid", path) == ("status", 404), path
 
 
-def test_documents_are_published_from_the_facts_unchanged():
-    """configure.yml copies the derived bodies as they are (no re-serialising)."""
+def test_documents_are_published_from_the_route_table_unchanged():
+    """configure.yml copies the table's bodies as they are (no re-serialising)."""
     tasks = yaml.safe_load((ROLE / "tasks" / "configure.yml").read_text())
-    task = next(t for t in tasks if t.get("name", "").startswith("Publish the well-known documents"))
+    task = next(t for t in tasks if t.get("name", "").startswith("Publish the static documents"))
     assert task["ansible.builtin.copy"]["content"] == "{{ __relayd_document.body }}"
-    assert task["loop"] == [
-        {"kind": "server", "body": "{{ _matrix_well_known_server_body }}"},
-        {"kind": "client", "body": "{{ _matrix_well_known_client_body }}"},
+    assert task["loop"] == "{{ _relayd_static_routes }}"
+    assert task["ansible.builtin.copy"]["dest"].endswith("}}{{ __relayd_document.match.path }}")
+    task = next(t for t in tasks if t.get("name", "").startswith("Publish the Matrix error bodies"))
+    assert task["ansible.builtin.copy"]["content"] == "{{ __relayd_error.value.body }}"
+    assert task["loop"] == "{{ _matrix_routes.errors | dict2items }}"
+    assert task["ansible.builtin.copy"]["dest"].endswith("/{{ __relayd_error.key }}.html")
+
+
+# --------------------------------------------------------------------------
+# Issue 18: raw URIs that normalise into another route, case and slash variants
+# --------------------------------------------------------------------------
+
+
+def _issue_18_spellings(exp):
+    ns = exp["namespace"]  # "/_synapse/"
+    admin = exp["admin_prefix"]  # "/_synapse/admin"
+    up = "%2E%2E%2F"
+    return [
+        # normalising tails that climb from the admin API to another exact route
+        admin + "/v2/users/" + up * 4 + "health",
+        admin + "/v2/users/" + up * 4 + "%2Ewell-known%2Fmatrix%2Fserver",
+        admin + "/v2/users/" + "..%2F" * 4 + ".well-known/matrix/client",
+        admin + "/v1/x/%2e%2e/%2e%2e/%2e%2e/health",
+        admin + "/v1/x/../../../health",
+        # ... and from another route into the admin API
+        "/health/../" + admin[1:] + "/v1/x",
+        "/health%2F..%2F" + admin[1:] + "/v1/x",
+        "/.well-known/matrix/server/../../../" + admin[1:],
+        # case variants
+        ns.upper() + "admin/v1/x",
+        ns + "ADMIN/v1/x",
+        ns + "Admin/v1/x",
+        # double slashes
+        "/" + admin + "/v1/x",
+        ns + "/admin/v1/x",
+        admin + "//v1/x",
+        # encoded letters
+        ns + "%61dmin/v1/x",
+        ns + "adm%69n/v1/x",
+        "/%5F" + ns[2:] + "admin/v1/x",
     ]
-    assert task["ansible.builtin.copy"]["dest"].endswith("/{{ __relayd_document.kind }}")
+
+
+@ALL
+def test_issue_18_bypasses_never_reach_the_homeserver_from_outside(rendered, case):
+    exp = expected(case)
+    for port in sorted(set(exp["relays"].values())):
+        for path in _issue_18_spellings(exp):
+            for source in ("203.0.113.9", "2001:db9::9"):
+                out = run(rendered[case], port, request(case, path, source=source, port=port))
+                got = answer(rendered[case], port, out)
+                assert got[0] != "upstream", (port, path, source, out)
+                assert got in (("error", 403), ("error", 404)), (port, path, got)
+
+
+@ALL
+def test_issue_18_raw_uri_outside_a_forwarded_route_is_not_forwarded(rendered, case):
+    """Every request that is forwarded has a raw path under the route it was forwarded for (MX04)."""
+    exp = expected(case)
+    routes = rendered[case]["facts"]["routes"]
+    port = var(case, "matrix_client_port")
+    client = next(v for v in routes["vhosts"] if v["name"] == "client")
+    forwarded = [r for r in client["routes"] if r["action"] == "forward"]
+    import re
+    candidates = _issue_18_spellings(exp) + _bypass_spellings(exp) + [
+        "/_matrix/client/versions", "/health", "/health?x=1", exp["admin_prefix"] + "/v1/server_version",
+        exp["client_prefixes"][1] + "/sso", "/_matrixfoo", "/healthz", "/health/",
+        # under /_matrix as received: forwarded raw, the homeserver routes it below /_matrix
+        "/_matrix/client/%2E%2E%2F%2E%2E%2F" + exp["admin_prefix"][1:] + "/v1/x",
+    ]
+    allowed = [str(ipaddress.ip_network(n).network_address + 1) for n in var(case, "matrix_admin_allowed_networks")]
+    for path in candidates:
+        for source in ["203.0.113.9"] + allowed:
+            out = run(rendered[case], port, request(case, path, source=source, port=port))
+            if out.table != "mxedge_homeserver":
+                continue
+            raw = path.split("?")[0]
+            assert any(re.match(r["match"]["raw_regex"], raw) and (not r["allow_sources"] or any(
+                ipaddress.ip_address(source) in ipaddress.ip_network(n) for n in r["allow_sources"])) for r in forwarded), \
+                (path, source)
+
+
+# --------------------------------------------------------------------------
+# The contract: behaviour IDs, and no Matrix path in the role
+# --------------------------------------------------------------------------
+
+# What relayd implements of docs/contract.md, whatever the variables (MX12, port 80 for ACME,
+# does not apply: matrix_tls_source=acme is refused in preflight).
+RELAYD_ALWAYS = {"MX04", "MX05", "MX06", "MX07", "MX08", "MX09", "MX10", "MX11"}
+
+
+@ALL
+def test_every_behaviour_that_applies_is_named_in_a_comment(rendered, case):
+    routes = rendered[case]["facts"]["routes"]
+    applies = set(RELAYD_ALWAYS)
+    for vhost in routes["vhosts"]:
+        if vhost["tls"]:
+            for route in vhost["routes"]:
+                applies |= set(route["behaviours"])
+    assert "MX12" not in applies
+    comments = " ".join(line for line in rendered[case]["text"].splitlines() if line.lstrip().startswith("#"))
+    missing = sorted(b for b in applies if b not in comments)
+    assert not missing, f"relayd.conf names no comment for {missing}"
+    httpd_comments = " ".join(line for line in rendered[case]["httpd_text"].splitlines() if line.startswith("#"))
+    for behaviour in ("MX10", "MX11") + (("MX03",) if any(r["action"] == "static" for v in routes["vhosts"] for r in v["routes"]) else ()):
+        assert behaviour in httpd_comments, behaviour
+
+
+def test_the_behaviour_check_fails_on_a_config_without_the_ids(rendered):
+    text = rendered["single_port_delegated"]["text"]
+    stripped = "\n".join(line for line in text.splitlines() if "MX06" not in line)
+    comments = " ".join(line for line in stripped.splitlines() if line.lstrip().startswith("#"))
+    assert "MX06" not in comments  # the check above would report it missing
+
+
+MATRIX_PATHS = ("/_matrix", "/_synapse", "/_palpo", "/health", "/.well-known/matrix", "well-known/acme")
+
+
+@pytest.mark.parametrize("directory", ["templates", "tasks", "vars"])
+def test_no_matrix_path_in_the_role(directory):
+    for path in sorted((ROLE / directory).iterdir()):
+        text = path.read_text()
+        for fragment in MATRIX_PATHS:
+            assert fragment not in text, (path.name, fragment)
