@@ -96,6 +96,24 @@ BAD_ACME_INPUTS = [
 ]
 
 
+# One wrong type or choice for every role playbooks/site.yml can run: each role's
+# argument spec is checked by its preflight entry point, before the homeserver is
+# installed. The homeserver and caddy values are ones only the argument spec
+# catches (no assert reads them with these settings), so a run that went on
+# would install the homeserver.
+BAD_ROLE_INPUTS = [
+    ({"homeserver_database_port": "five-four-three-two"}, "homeserver_database_port"),
+    ({"homeserver_extra_config": ["enable_registration: true"]}, "homeserver_extra_config"),
+    ({"homeserver_log_level": "VERBOSE"}, "homeserver_log_level"),
+    ({"nginx_worker_connections": "many"}, "nginx_worker_connections"),
+    ({"matrix_proxy_flavour": "apache", "apache_proxy_timeout": "slow"}, "apache_proxy_timeout"),
+    ({"matrix_proxy_flavour": "caddy", "caddy_access_log": "sometimes"}, "caddy_access_log"),
+    ({"matrix_proxy_flavour": "haproxy", "haproxy_maxconn": "lots"}, "haproxy_maxconn"),
+    ({"matrix_proxy_flavour": "relayd", "relayd_health_check": "icmp"}, "relayd_health_check"),
+    ({"matrix_tls_source": "self_signed", "tls_self_signed_days": "ten years"}, "tls_self_signed_days"),
+]
+
+
 def _assert_stops_before_any_change(extra_vars, named):
     proc, report = run_site(extra_vars)
     assert proc.returncode != 0
@@ -107,6 +125,7 @@ def _assert_stops_before_any_change(extra_vars, named):
     messages = list(_failure_messages(report))
     assert messages, proc.stdout[-2000:]
     assert all(named in message for _task, message in messages), messages
+    return proc
 
 
 @pytest.mark.parametrize(("variable", "value", "named"), BAD_INPUTS, ids=[f"{v}={x!r}" for v, x, _named in BAD_INPUTS])
@@ -117,3 +136,16 @@ def test_bad_input_stops_before_any_change(variable, value, named):
 @pytest.mark.parametrize(("extra", "named"), BAD_ACME_INPUTS, ids=[json.dumps(e) for e, _named in BAD_ACME_INPUTS])
 def test_bad_acme_input_stops_before_any_change(extra, named):
     _assert_stops_before_any_change(dict(extra, matrix_tls_source="acme"), named)
+
+
+@pytest.mark.parametrize(("extra", "named"), BAD_ROLE_INPUTS, ids=[json.dumps(e) for e, _named in BAD_ROLE_INPUTS])
+def test_bad_role_input_stops_before_any_change(extra, named):
+    _assert_stops_before_any_change(extra, named)
+
+
+# A secret that breaks its rule: the message names the variable and the rule (no
+# no_log hides it), and the value appears nowhere in the output.
+@pytest.mark.parametrize("secret", ["short-but-secret-value", "a secret with spaces in it, long enough"])
+def test_bad_secret_is_named_and_never_shown(secret):
+    proc = _assert_stops_before_any_change({"homeserver_form_secret": secret}, "homeserver_form_secret breaks its rule")
+    assert secret not in proc.stdout + proc.stderr
