@@ -144,6 +144,83 @@ ensure_collection_path() {
   fi
 }
 
+# The daemons the unit tests feed the rendered configurations to (nginx -t,
+# apache2ctl configtest and trial starts, haproxy -c and trial starts in private
+# network and PID namespaces, caddy fmt/adapt): Debian 12's packages on this
+# machine, installed with their services kept from starting (policy-rc.d exits
+# 101 during the install) and disabled afterwards, so that nothing listens now
+# or after a reboot; and Debian 13's nginx (1.26, OpenSSL 3.5) in a local image
+# for the variants that pretend those versions. Only the unit stage of
+# scripts/test.sh calls this (the demo needs none of it).
+MXEDGE_UNIT_NGINX_IMAGE="${MXEDGE_UNIT_NGINX_IMAGE:-mxedge/unit-nginx-debian13}"
+
+ensure_unit_daemons() {
+  local missing=()
+  command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+  { command -v apache2ctl && command -v a2enmod; } >/dev/null 2>&1 || missing+=(apache2)
+  command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+  command -v caddy >/dev/null 2>&1 || missing+=(caddy)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    need_root "installing the unit tests' daemons"
+    log "installing from the Debian archive, services kept stopped and disabled: ${missing[*]}"
+    local policy=/usr/sbin/policy-rc.d saved=""
+    if [ -e "$policy" ]; then
+      saved="$(mktemp)"
+      cp -p "$policy" "$saved"
+    fi
+    printf '#!/bin/sh\n# scripts/bootstrap.sh: no service starts during this install\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    local before rc=0
+    before="$(systemctl list-unit-files --state=enabled --no-legend 2>/dev/null | awk '{print $1}' | sort)"
+    apt_install "${missing[@]}" || rc=$?
+    if [ -n "$saved" ]; then
+      cp -p "$saved" "$policy"
+      rm -f "$saved"
+    else
+      rm -f "$policy"
+    fi
+    [ "$rc" -eq 0 ] || return "$rc"
+    # What the install enabled (systemd units, their SysV links) is disabled again.
+    local unit
+    for unit in $(comm -13 <(printf '%s\n' "$before") \
+      <(systemctl list-unit-files --state=enabled --no-legend 2>/dev/null | awk '{print $1}' | sort)); do
+      systemctl disable --quiet "$unit" >/dev/null 2>&1 || true
+    done
+    # Started by a service manager despite policy-rc.d (this PID namespace only)?
+    if pgrep --ns $$ --nslist pid -f \
+      '^(/usr/sbin/nginx -g daemon on|/usr/sbin/apache2 -k start|/usr/sbin/haproxy -Ws -f /etc/haproxy|/usr/bin/caddy run --environ)' \
+      >/dev/null 2>&1; then
+      echo "bootstrap: a daemon's service started during the install; stop it (pgrep -af 'nginx|apache2|haproxy|caddy')" >&2
+      return 1
+    fi
+  fi
+  ensure_unit_nginx_image
+}
+
+# Debian 13's nginx on the mxedge/debian13-systemd base, rebuilt when the base changes.
+ensure_unit_nginx_image() {
+  local base="mxedge/debian13-systemd:latest" base_id
+  base_id="$(docker image inspect -f '{{.Id}}' "$base")"
+  if [ "$(docker image inspect -f '{{ index .Config.Labels "mxedge.base" }}' "${MXEDGE_UNIT_NGINX_IMAGE}:latest" 2>/dev/null)" = "$base_id" ]; then
+    return 0
+  fi
+  log "building ${MXEDGE_UNIT_NGINX_IMAGE}:latest (Debian 13's nginx, for the unit tests)"
+  local name="mxedge-unit-nginx-build"
+  docker rm -f "$name" >/dev/null 2>&1 || true
+  # policy-rc.d: the package's postinst must not start nginx in the build container.
+  docker run --name "$name" "$base" sh -ec '
+    printf "#!/bin/sh\nexit 101\n" >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
+    rm -rf /usr/sbin/policy-rc.d /var/lib/apt/lists/*' >/dev/null
+  docker commit --change "LABEL mxedge.base=${base_id}" --change 'CMD ["nginx", "-v"]' \
+    "$name" "${MXEDGE_UNIT_NGINX_IMAGE}:latest" >/dev/null
+  docker rm "$name" >/dev/null
+}
+
 mxedge_env() {
   export MXEDGE_ROOT MXEDGE_CACHE MXEDGE_VENV
   export PATH="${MXEDGE_VENV}/bin:${PATH}"

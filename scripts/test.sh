@@ -32,8 +32,12 @@ stage_sanity() {
   bash scripts/sanity.sh
 }
 
+# The render tests feed every variant to its own daemon (nginx -t, apache2ctl and
+# trial starts, haproxy -c, caddy adapt): ensure_unit_daemons installs them. A skip
+# fails the stage unless tests/unit/conftest.py allows it (ALLOWED_SKIPS).
 stage_unit() {
-  python -m pytest -q -p no:cacheprovider tests/unit
+  ensure_unit_daemons
+  python -m pytest -q -p no:cacheprovider --fail-on-skip -rs tests/unit
 }
 
 stage_build() {
