@@ -7,8 +7,9 @@
 server names" (v1.8 and later: ``_matrix-fed._tcp`` first, ``_matrix._tcp``
 deprecated), and records every step it takes; :func:`run_checks` then talks
 to each resolved address: TLS with the certificate name the path requires,
-the server's published keys (self-signature verified, :mod:`.ed25519`), the
-version endpoint, an encoded-slash probe and the client well-known's CORS.
+the server's published keys (self-signature verified with ``cryptography``'s
+Ed25519), the version endpoint, an encoded-slash probe and the client
+well-known's CORS.
 
 Everything that touches the network goes through two small interfaces so the
 logic is tested with fakes:
@@ -19,7 +20,10 @@ logic is tested with fakes:
   HttpResponse`` and ``handshake(address, port, sni) -> dict``, raising
   :class:`TransportError`.
 
-Standard library only; Python 3.8+ (runs on the managed host).
+Python 3.8+. Third-party libraries: ``cryptography`` (signatures) here and
+dnspython (:mod:`.federation_dns`), both imported the way Ansible modules
+import optional libraries (``HAS_CRYPTOGRAPHY`` / ``CRYPTOGRAPHY_IMPORT_ERROR``
+here); the module fails with ``missing_required_lib`` when one is missing.
 """
 
 import base64
@@ -29,14 +33,11 @@ import json
 import socket
 import ssl
 import time
+import traceback
 
-from ansible_collections.mxedge.matrix.plugins.module_utils import ed25519
 from ansible_collections.mxedge.matrix.plugins.module_utils.federation_dns import (
-    TYPE_A,
-    TYPE_AAAA,
-    TYPE_SRV,
     DnsAnswer,
-    StubResolver,
+    DnsResolver,
     order_srv,
 )
 from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_names import (
@@ -63,6 +64,36 @@ USER_AGENT = "mxedge.matrix.federation_check"
 # inconclusive instead of failed.
 SLASH_PROBE_PATH = "/_matrix/key/v2/server/mxedge-probe%2Fencoded-slash"
 SLASH_CONTROL_PATH = "/_matrix/key/v2/server/mxedge-probe"
+
+CRYPTOGRAPHY_IMPORT_ERROR = None
+try:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+except ImportError:
+    HAS_CRYPTOGRAPHY = False
+    CRYPTOGRAPHY_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_CRYPTOGRAPHY = True
+
+ED25519_PUBLIC_KEY_BYTES = 32
+ED25519_SIGNATURE_BYTES = 64
+
+
+def verify_ed25519(public_key, message, signature):
+    """True when ``signature`` (64 bytes) over ``message`` verifies with the raw
+    ``public_key`` (32 bytes), by ``cryptography``'s Ed25519 (RFC 8032).
+
+    Malformed keys or signatures give False, never an exception.
+    """
+    if not isinstance(public_key, (bytes, bytearray)) or len(public_key) != ED25519_PUBLIC_KEY_BYTES:
+        return False
+    if not isinstance(signature, (bytes, bytearray)) or len(signature) != ED25519_SIGNATURE_BYTES:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes(public_key)).verify(bytes(signature), bytes(message))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 class TransportError(Exception):
@@ -116,33 +147,21 @@ def address_label(address, port):
 
 
 class SystemResolver:
-    """SRV through :class:`StubResolver`; A/AAAA through the system (getaddrinfo,
-    so /etc/hosts and the container DNS count), or through the stub resolver too
-    when ``nameservers`` is given."""
+    """SRV through dnspython (:class:`.federation_dns.DnsResolver`); A/AAAA through
+    the system (getaddrinfo, so /etc/hosts and the container DNS count), or through
+    dnspython too when ``nameservers`` is given (raises ValueError for a
+    nameserver that is not ``address[#port]`` or ``[v6]:port``)."""
 
     def __init__(self, nameservers=None, timeout=5.0):
-        self.stub = StubResolver(nameservers or None, timeout=timeout)
-        self.use_stub_for_addresses = bool(nameservers)
+        self.dns = DnsResolver(nameservers or None, timeout=timeout)
+        self.use_dns_for_addresses = bool(nameservers)
 
     def srv(self, name):
-        return self.stub.lookup(name, TYPE_SRV)
+        return self.dns.srv(name)
 
     def addresses(self, host):
-        if self.use_stub_for_addresses:
-            found = []
-            details = []
-            failures = []
-            for qtype in (TYPE_AAAA, TYPE_A):
-                answer = self.stub.lookup(host, qtype)
-                found.extend(answer.records)
-                details.append(answer.detail)
-                if not answer.definitive:
-                    failures.append(answer)
-            if found:
-                return DnsAnswer("ok", found)
-            if failures:
-                return DnsAnswer(failures[0].status, detail="; ".join(d for d in details if d))
-            return DnsAnswer("nxdomain", detail="no AAAA or A records for %s" % host)
+        if self.use_dns_for_addresses:
+            return self.dns.addresses(host)
         try:
             infos = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
         except socket.gaierror as error:
@@ -555,7 +574,7 @@ def validate_key_response(document, server_name, now_ms):
             raw = _b64decode(entry.get("key") if isinstance(entry, dict) else None)
         except ValueError as error:
             return False, "verify_keys[%r].key is %s" % (key_id, error), []
-        if len(raw) != ed25519.PUBLIC_KEY_BYTES:
+        if len(raw) != ED25519_PUBLIC_KEY_BYTES:
             return False, "verify_keys[%r].key is %d bytes, an ed25519 key has 32" % (key_id, len(raw)), []
         keys[key_id] = raw
     if not keys:
@@ -564,6 +583,8 @@ def validate_key_response(document, server_name, now_ms):
     ours = signatures.get(server_name) if isinstance(signatures, dict) else None
     if not isinstance(ours, dict):
         return False, "no signatures by %s" % server_name, list(keys)
+    if not HAS_CRYPTOGRAPHY:
+        return False, "cannot verify the signatures: the Python library cryptography is missing", list(keys)
     message = signing_bytes(document)
     verified = []
     for key_id, public in sorted(keys.items()):
@@ -573,7 +594,7 @@ def validate_key_response(document, server_name, now_ms):
             signature = _b64decode(ours[key_id])
         except ValueError as error:
             return False, "signature by %s is %s" % (key_id, error), list(keys)
-        if not ed25519.verify(public, message, signature):
+        if not verify_ed25519(public, message, signature):
             return False, "the signature by %s does not verify" % key_id, list(keys)
         verified.append(key_id)
     if not verified:

@@ -1,47 +1,44 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) mxedge.matrix contributors
 # SPDX-License-Identifier: Apache-2.0
-"""A small DNS stub resolver for SRV, A and AAAA (RFC 1035, RFC 2782, RFC 3596).
+"""The DNS lookups of ``federation_check`` (SRV, A, AAAA), through dnspython.
 
-The ``federation_check`` module runs with the target host's system Python,
-where dnspython is not guaranteed, and the standard library cannot look up SRV
-records. This client sends one recursive query over UDP to the nameservers of
-``/etc/resolv.conf`` (or the ones given), retries over TCP when the answer is
-truncated, and decodes the answer section (name compression included).
+:class:`DnsResolver` asks a ``dns.resolver.Resolver`` (nameservers of
+``/etc/resolv.conf``, or the ones given; no cache, no search list) and turns
+its answer or exception into a :class:`DnsAnswer` whose ``status`` tells
+"records found" (``ok``) from "no such name" (``nxdomain``), "name exists, no
+records of this type" (``nodata``) and the failures (``servfail``,
+``refused``, ``timeout``, ``error``). Server discovery treats the first three
+as an answer; a failed SRV lookup stops it, as in Synapse.
 
-:func:`lookup` returns a :class:`DnsAnswer` whose ``status`` tells "records
-found" (``ok``) from "no such name" (``nxdomain``), "name exists, no records
-of this type" (``nodata``) and the failures (``servfail``, ``refused``,
-``timeout``, ``error``): server discovery treats the first three as an answer
-and the others as "no record found" with a warning.
-
-Standard library only; Python 3.8+.
+dnspython is imported the way Ansible modules import optional libraries:
+``HAS_DNSPYTHON`` is false and ``DNSPYTHON_IMPORT_ERROR`` holds the traceback
+when it is missing, and the module fails with ``missing_required_lib``.
 """
 
-import random
-import socket
-import struct
+import ipaddress
+import traceback
 
-TYPE_A = 1
-TYPE_CNAME = 5
-TYPE_AAAA = 28
-TYPE_SRV = 33
-CLASS_IN = 1
+DNSPYTHON_IMPORT_ERROR = None
+try:
+    import dns.exception
+    import dns.rcode
+    import dns.resolver
+except ImportError:
+    HAS_DNSPYTHON = False
+    DNSPYTHON_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_DNSPYTHON = True
 
-_RCODES = {0: "ok", 1: "formerr", 2: "servfail", 3: "nxdomain", 4: "notimp", 5: "refused"}
-_MAX_POINTERS = 64
 RESOLV_CONF = "/etc/resolv.conf"
-
-
-class DnsError(Exception):
-    """A malformed message (ours or the server's)."""
+FALLBACK_NAMESERVER = "127.0.0.1"  # what the C library uses when resolv.conf names none
 
 
 class DnsAnswer:
     """Result of one lookup.
 
     ``status``: ``ok``, ``nodata``, ``nxdomain``, ``servfail``, ``refused``,
-    ``timeout`` or ``error``; ``records``: decoded answers of the asked type
+    ``timeout`` or ``error``; ``records``: the answers of the asked type
     (SRV: dicts with priority, weight, port, target; A/AAAA: address text);
     ``server``: the nameserver that answered; ``detail``: text for humans.
     """
@@ -65,292 +62,148 @@ class DnsAnswer:
         return {"status": self.status, "records": self.records, "server": self.server, "detail": self.detail}
 
 
-# ------------------------------------------------------------------ encoding
+def parse_nameserver(text):
+    """(address, port) of a nameserver given as ``address``, ``address#port``,
+    ``v4address:port`` or ``[v6address]:port``; raises ValueError otherwise."""
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _sep, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError("nameserver %r: expected [address]:port" % text)
+            port = rest[1:]
+    elif "#" in text:
+        host, _sep, port = text.partition("#")
+    elif text.count(":") == 1:
+        host, _sep, port = text.partition(":")
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ValueError("nameserver %r: %r is not an IP address" % (text, host))
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("nameserver %r: port %r is not between 1 and 65535" % (text, port))
+    return address, int(port)
 
 
-def encode_name(name):
-    """Wire form of a domain name (sequence of length-prefixed labels, then 0)."""
-    name = name.rstrip(".")
-    out = bytearray()
-    if name:
-        for label in name.split("."):
-            raw = label.encode("ascii")
-            if not raw or len(raw) > 63:
-                raise DnsError("invalid DNS label %r in %r" % (label, name))
-            out.append(len(raw))
-            out += raw
-    out.append(0)
-    if len(out) > 255:
-        raise DnsError("DNS name %r is longer than 255 octets" % name)
-    return bytes(out)
+def make_resolver(nameservers=None, timeout=5.0, attempts=2, resolv_conf=RESOLV_CONF):
+    """A ``dns.resolver.Resolver`` for ``nameservers`` (see :func:`parse_nameserver`),
+    else for those of ``resolv_conf`` (127.0.0.1 when it names none).
 
-
-def encode_query(name, qtype, query_id):
-    """A standard recursive query (RD set) for ``name``/``qtype``/IN."""
-    header = struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0)
-    return header + encode_name(name) + struct.pack("!HH", qtype, CLASS_IN)
-
-
-def decode_name(message, offset):
-    """Decode a possibly compressed name at ``offset``; returns (name, next offset)."""
-    labels = []
-    end = None
-    jumps = 0
-    while True:
-        if offset >= len(message):
-            raise DnsError("name runs past the end of the message")
-        length = message[offset]
-        if length & 0xC0 == 0xC0:
-            if offset + 1 >= len(message):
-                raise DnsError("truncated compression pointer")
-            if end is None:
-                end = offset + 2
-            jumps += 1
-            if jumps > _MAX_POINTERS:
-                raise DnsError("compression pointer loop")
-            offset = ((length & 0x3F) << 8) | message[offset + 1]
-            continue
-        if length & 0xC0:
-            raise DnsError("unsupported label type 0x%02x" % length)
-        offset += 1
-        if length == 0:
-            break
-        if offset + length > len(message):
-            raise DnsError("label runs past the end of the message")
-        labels.append(message[offset:offset + length].decode("ascii", "replace"))
-        offset += length
-    return ".".join(labels), (end if end is not None else offset)
-
-
-def _decode_rdata(message, rtype, start, length):
-    rdata = message[start:start + length]
-    if rtype == TYPE_A:
-        if length != 4:
-            raise DnsError("A record of %d octets" % length)
-        return socket.inet_ntop(socket.AF_INET, rdata)
-    if rtype == TYPE_AAAA:
-        if length != 16:
-            raise DnsError("AAAA record of %d octets" % length)
-        return socket.inet_ntop(socket.AF_INET6, rdata)
-    if rtype == TYPE_SRV:
-        if length < 7:
-            raise DnsError("SRV record of %d octets" % length)
-        priority, weight, port = struct.unpack("!HHH", rdata[:6])
-        target, _end = decode_name(message, start + 6)
-        return {"priority": priority, "weight": weight, "port": port, "target": target}
-    if rtype == TYPE_CNAME:
-        return decode_name(message, start)[0]
-    return rdata
-
-
-def decode_response(message):
-    """Parse a response; returns a dict with id, flags, rcode, truncated, answers.
-
-    ``answers`` is a list of dicts: name, type, class, ttl, data (decoded for
-    A, AAAA, SRV and CNAME; raw bytes otherwise).
+    Each query waits at most ``timeout`` seconds; a lookup gives up after
+    ``attempts`` rounds over the nameservers. No cache: every run sees what the
+    DNS says now.
     """
-    if len(message) < 12:
-        raise DnsError("message shorter than a DNS header")
-    query_id, flags, qdcount, ancount, _nscount, _arcount = struct.unpack("!HHHHHH", message[:12])
-    offset = 12
-    questions = []
-    for _index in range(qdcount):
-        name, offset = decode_name(message, offset)
-        if offset + 4 > len(message):
-            raise DnsError("truncated question")
-        qtype, qclass = struct.unpack("!HH", message[offset:offset + 4])
-        offset += 4
-        questions.append((name, qtype, qclass))
-    answers = []
-    truncated = bool(flags & 0x0200)
-    for _index in range(ancount):
+    if nameservers:
+        resolver = dns.resolver.Resolver(configure=False)
+        parsed = [parse_nameserver(server) for server in nameservers]
+        resolver.nameservers = [address for address, _port in parsed]
+        resolver.nameserver_ports = dict(parsed)
+    else:
         try:
-            name, offset = decode_name(message, offset)
-            if offset + 10 > len(message):
-                raise DnsError("truncated resource record")
-            rtype, rclass, ttl, rdlength = struct.unpack("!HHIH", message[offset:offset + 10])
-            offset += 10
-            if offset + rdlength > len(message):
-                raise DnsError("resource data runs past the end of the message")
-            data = _decode_rdata(message, rtype, offset, rdlength)
-            offset += rdlength
-        except DnsError:
-            if truncated:
-                break
-            raise
-        answers.append({"name": name, "type": rtype, "class": rclass, "ttl": ttl, "data": data})
-    return {
-        "id": query_id,
-        "response": bool(flags & 0x8000),
-        "truncated": truncated,
-        "rcode": flags & 0x000F,
-        "questions": questions,
-        "answers": answers,
-    }
+            resolver = dns.resolver.Resolver(filename=resolv_conf, configure=True)
+        except dns.resolver.NoResolverConfiguration:
+            resolver = dns.resolver.Resolver(configure=False)
+            resolver.nameservers = [FALLBACK_NAMESERVER]
+    resolver.cache = None
+    resolver.timeout = float(timeout)
+    resolver.lifetime = float(timeout) * attempts * max(1, len(resolver.nameservers))
+    return resolver
 
 
-def encode_response(query_id, questions, answers, rcode=0, truncated=False):
-    """Build a response message (for tests and fakes): no compression.
+def _name_text(name):
+    """A dnspython name as text without the final dot; the root stays ``.``."""
+    text = name.to_text(omit_final_dot=True)
+    return text or "."
 
-    ``questions``: (name, type); ``answers``: (name, type, ttl, data) where
-    data is an address text (A/AAAA), an SRV dict or a CNAME target.
-    """
-    flags = 0x8000 | 0x0100 | 0x0080 | (rcode & 0x0F) | (0x0200 if truncated else 0)
-    out = bytearray(struct.pack("!HHHHHH", query_id, flags, len(questions), len(answers), 0, 0))
-    for name, qtype in questions:
-        out += encode_name(name) + struct.pack("!HH", qtype, CLASS_IN)
-    for name, rtype, ttl, data in answers:
-        if rtype == TYPE_A:
-            rdata = socket.inet_pton(socket.AF_INET, data)
-        elif rtype == TYPE_AAAA:
-            rdata = socket.inet_pton(socket.AF_INET6, data)
-        elif rtype == TYPE_SRV:
-            rdata = struct.pack("!HHH", data["priority"], data["weight"], data["port"]) + encode_name(data["target"])
-        elif rtype == TYPE_CNAME:
-            rdata = encode_name(data)
+
+def _record(rdtype, rdata):
+    if rdtype == "SRV":
+        return {"priority": rdata.priority, "weight": rdata.weight, "port": rdata.port, "target": _name_text(rdata.target)}
+    return rdata.address
+
+
+def _failure(name, rdtype, errors):
+    """DnsAnswer for dnspython's NoNameservers: SERVFAIL before REFUSED before the rest."""
+    statuses = []
+    details = []
+    for error in errors or []:
+        server, reason = str(error[0]), error[3]
+        response = error[4] if len(error) > 4 else None
+        if response is not None and hasattr(response, "rcode"):
+            status = dns.rcode.to_text(response.rcode()).lower()
+            details.append("%s answered %s" % (server, status.upper()))
         else:
-            rdata = bytes(data)
-        out += encode_name(name) + struct.pack("!HHIH", rtype, CLASS_IN, ttl, len(rdata)) + rdata
-    return bytes(out)
+            status = "error"
+            details.append("%s: %s" % (server, reason))
+        statuses.append(status)
+    if "servfail" in statuses:
+        status = "servfail"
+    elif "refused" in statuses:
+        status = "refused"
+    else:
+        status = statuses[0] if statuses else "error"
+    detail = "; ".join(details) or "no nameserver answered the %s query for %s" % (rdtype, name)
+    return DnsAnswer(status, detail=detail)
 
 
-# ------------------------------------------------------------------ transport
+class DnsResolver:
+    """SRV, A and AAAA lookups. ``resolver`` is injectable (tests, or a
+    prepared ``dns.resolver.Resolver``); otherwise :func:`make_resolver`."""
 
-
-def read_nameservers(path=RESOLV_CONF):
-    """The ``nameserver`` entries of resolv.conf (127.0.0.1 when there are none)."""
-    servers = []
-    try:
-        with open(path) as handle:
-            for line in handle:
-                fields = line.split("#", 1)[0].split(";", 1)[0].split()
-                if len(fields) >= 2 and fields[0] == "nameserver":
-                    servers.append(fields[1])
-    except (IOError, OSError):
-        pass
-    return servers or ["127.0.0.1"]
-
-
-def _server_address(server):
-    """(family, sockaddr) for a nameserver given as address or address#port / [v6]:port."""
-    port = 53
-    host = server
-    if server.startswith("["):
-        host, _sep, rest = server[1:].partition("]")
-        if rest.startswith(":"):
-            port = int(rest[1:])
-    elif "#" in server:
-        host, _sep, port_text = server.partition("#")
-        port = int(port_text)
-    elif server.count(":") == 1:
-        host, _sep, port_text = server.partition(":")
-        port = int(port_text)
-    if ":" in host:
-        return socket.AF_INET6, (host, port, 0, 0)
-    return socket.AF_INET, (host, port)
-
-
-def _udp_exchange(query, family, address, timeout):
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect(address)
-        sock.send(query)
-        while True:
-            reply = sock.recv(65535)
-            if len(reply) >= 2 and reply[:2] == query[:2]:
-                return reply
-    finally:
-        sock.close()
-
-
-def _recv_exactly(sock, count):
-    data = bytearray()
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise DnsError("connection closed by the nameserver")
-        data += chunk
-    return bytes(data)
-
-
-def _tcp_exchange(query, family, address, timeout):
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect(address)
-        sock.sendall(struct.pack("!H", len(query)) + query)
-        (length,) = struct.unpack("!H", _recv_exactly(sock, 2))
-        return _recv_exactly(sock, length)
-    finally:
-        sock.close()
-
-
-class StubResolver:
-    """Query nameservers directly. ``exchange`` is injectable for tests:
-    ``exchange(query_bytes, server, tcp, timeout) -> response bytes``."""
-
-    def __init__(self, nameservers=None, timeout=5.0, attempts=2, exchange=None):
-        self.nameservers = list(nameservers) if nameservers else read_nameservers()
+    def __init__(self, nameservers=None, timeout=5.0, attempts=2, resolver=None):
         self.timeout = timeout
-        self.attempts = attempts
-        self.exchange = exchange or self._socket_exchange
+        self.resolver = resolver if resolver is not None else make_resolver(nameservers, timeout, attempts)
 
-    @staticmethod
-    def _socket_exchange(query, server, tcp, timeout):
-        family, address = _server_address(server)
-        if tcp:
-            return _tcp_exchange(query, family, address, timeout)
-        return _udp_exchange(query, family, address, timeout)
-
-    def lookup(self, name, qtype):
-        """Look ``name`` up; returns a :class:`DnsAnswer`."""
-        last = DnsAnswer("error", detail="no nameserver configured")
-        for _attempt in range(self.attempts):
-            for server in self.nameservers:
-                answer = self._ask(server, name, qtype)
-                if answer.definitive:
-                    return answer
-                last = answer
-        return last
-
-    def _ask(self, server, name, qtype):
-        query_id = random.randint(0, 0xFFFF)
+    def lookup(self, name, rdtype):
+        """Look ``name`` (absolute, no search list) up; returns a :class:`DnsAnswer`."""
+        qname = name.rstrip(".") + "."
         try:
-            query = encode_query(name, qtype, query_id)
-        except (DnsError, UnicodeError) as error:
-            return DnsAnswer("error", server=server, detail=str(error))
-        try:
-            reply = self.exchange(query, server, False, self.timeout)
-            parsed = decode_response(reply)
-            if parsed["truncated"]:
-                reply = self.exchange(query, server, True, self.timeout)
-                parsed = decode_response(reply)
-        except socket.timeout:
-            return DnsAnswer("timeout", server=server, detail="no answer from %s within %ss" % (server, self.timeout))
-        except (OSError, DnsError, ValueError, struct.error) as error:
-            return DnsAnswer("error", server=server, detail="%s: %s" % (server, error))
-        if parsed["id"] != query_id or not parsed["response"]:
-            return DnsAnswer("error", server=server, detail="%s: answer does not match the query" % server)
-        status = _RCODES.get(parsed["rcode"], "rcode %d" % parsed["rcode"])
-        if status != "ok":
-            return DnsAnswer(status, server=server, detail="%s answered %s" % (server, status.upper()))
-        records = [answer["data"] for answer in parsed["answers"] if answer["type"] == qtype]
+            answer = self.resolver.resolve(qname, rdtype)
+        except dns.resolver.NXDOMAIN:
+            return DnsAnswer("nxdomain", detail="%s: no such name (NXDOMAIN)" % name)
+        except dns.resolver.NoAnswer:
+            return DnsAnswer("nodata", detail="%s: no %s records" % (name, rdtype))
+        except dns.resolver.NoNameservers as error:
+            return _failure(name, rdtype, error.kwargs.get("errors"))
+        except dns.exception.Timeout:
+            return DnsAnswer("timeout", detail="%s: no answer to the %s query within %ss" % (
+                name, rdtype, getattr(self.resolver, "lifetime", self.timeout)))
+        except (dns.exception.DNSException, ValueError, UnicodeError) as error:
+            return DnsAnswer("error", detail="%s: %s" % (name, error or type(error).__name__))
+        records = [_record(rdtype, rdata) for rdata in answer]
+        server = getattr(answer, "nameserver", None)
         if not records:
-            return DnsAnswer("nodata", server=server, detail="%s: no %s records" % (server, type_name(qtype)))
+            return DnsAnswer("nodata", server=server, detail="%s: no %s records" % (name, rdtype))
         return DnsAnswer("ok", records, server=server)
 
+    def srv(self, name):
+        return self.lookup(name, "SRV")
 
-def type_name(qtype):
-    return {TYPE_A: "A", TYPE_AAAA: "AAAA", TYPE_SRV: "SRV", TYPE_CNAME: "CNAME"}.get(qtype, str(qtype))
+    def addresses(self, host):
+        """AAAA then A records of ``host``, in one answer."""
+        found = []
+        details = []
+        failures = []
+        for rdtype in ("AAAA", "A"):
+            answer = self.lookup(host, rdtype)
+            found.extend(answer.records)
+            details.append(answer.detail)
+            if not answer.definitive:
+                failures.append(answer)
+        if found:
+            return DnsAnswer("ok", found)
+        if failures:
+            return DnsAnswer(failures[0].status, detail="; ".join(d for d in details if d))
+        return DnsAnswer("nxdomain", detail="no AAAA or A records for %s" % host)
 
 
 def order_srv(records):
     """SRV records in the order to try them: priority ascending, weight descending.
 
-    (RFC 2782 picks by weighted random within a priority; a checker wants a
-    stable order and checks every target anyway.) A single record with target
-    ``.`` means "service not available" and gives an empty list.
+    (RFC 2782 picks by weighted random within a priority, which is what
+    dnspython's ``processing_order()`` does; a checker wants a stable order and
+    checks every target anyway.) Records with target ``.`` mean "service not
+    available" and are dropped, so a lone one gives an empty list.
     """
     usable = [record for record in records if record["target"] not in ("", ".")]
     return sorted(usable, key=lambda record: (record["priority"], -record["weight"], record["target"], record["port"]))

@@ -32,9 +32,15 @@ description:
     fallback to port 8448, because that is where Synapse stops too.
   - The task fails with a readable summary of the failed checks; the full result is returned
     either way. The module only reads, so it runs in check mode too and never reports a change.
-  - Runs with the managed host's Python and its standard library only (its own DNS client for SRV,
-    a pure-Python ed25519 verifier), so run it where the network view matters (on a host that
-    federates with the server, or with C(delegate_to)).
+  - Signatures are verified with the Python library C(cryptography) (Ed25519) and DNS is resolved
+    with C(dnspython) (SRV records always; A and AAAA records too when I(nameservers) is given,
+    otherwise through the system resolver); both must be installed where the module runs.
+  - "What an operator wants to know is whether other servers reach the homeserver, so run it with the
+    view from outside, like a federating server has: by default on the controller
+    (C(delegate_to: localhost)), or on another host that federates with the server."
+requirements:
+  - cryptography (for the C(key) check)
+  - dnspython
 author:
   - mxedge developers (@mxedge)
 options:
@@ -84,14 +90,27 @@ options:
     elements: str
   timeout:
     description:
-      - Seconds to wait for each connection and request. A DNS query of the module's own client
-        (SRV, and every lookup with I(nameservers)) waits at most 5 seconds per attempt. Address
-        lookups through the system resolver follow its own time-outs (C(/etc/resolv.conf)).
+      - Seconds to wait for each connection and request. A DNS query through dnspython
+        (SRV, and every lookup with I(nameservers)) waits at most 5 seconds per attempt, and a lookup
+        gives up after two rounds over the nameservers. Address lookups through the system resolver
+        follow its own time-outs (C(/etc/resolv.conf)).
     type: int
     default: 10
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - The module only reads; the checks run in check mode too.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 notes:
-  - Supports check mode (the checks run; nothing changes).
   - The module never reports C(changed).
+  - On Debian and Ubuntu the requirements are the packages C(python3-cryptography) and C(python3-dnspython);
+    elsewhere C(pip install cryptography dnspython) into the Python that runs the module.
 seealso:
   - name: Matrix server-server API, resolving server names
     description: The resolution algorithm this module follows.
@@ -106,11 +125,12 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Check federation of our own server after deploying it
+- name: Check federation of our own server after deploying it, from the controller (the view from outside)
   mxedge.matrix.federation_check:
     server_name: example.com
+  delegate_to: localhost
 
-- name: Check from another host, trusting a private CA
+- name: Check from another homeserver, trusting a private CA
   mxedge.matrix.federation_check:
     server_name: example.test
     ca_path: /usr/local/share/ca-certificates/mxedge-test-ca.crt
@@ -122,6 +142,7 @@ EXAMPLES = r"""
     checks: [tls, key]
     nameservers: [192.0.2.53]
     timeout: 5
+  delegate_to: localhost
   register: federation
 
 - name: Show where other servers connect
@@ -131,6 +152,7 @@ EXAMPLES = r"""
 - name: Record failures without failing the play
   mxedge.matrix.federation_check:
     server_name: example.com
+  delegate_to: localhost
   register: federation
   failed_when: false
 
@@ -283,15 +305,26 @@ passed:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.mxedge.matrix.plugins.module_utils.federation import (
     CHECKS,
+    CRYPTOGRAPHY_IMPORT_ERROR,
+    HAS_CRYPTOGRAPHY,
     HttpsTransport,
     SystemResolver,
     run_checks,
     summary,
 )
+from ansible_collections.mxedge.matrix.plugins.module_utils.federation_dns import DNSPYTHON_IMPORT_ERROR, HAS_DNSPYTHON
 from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_names import MatrixNameError
+
+
+def fail_missing_library(module, library, debian_package, reason, import_error):
+    module.fail_json(
+        msg="%s Install %s (Debian, Ubuntu) or `pip install %s`, or run the task on the controller with "
+            "delegate_to: localhost where it is installed." % (
+                missing_required_lib(library, reason=reason), debian_package, library),
+        exception=import_error)
 
 
 def main():
@@ -307,11 +340,19 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    if not HAS_DNSPYTHON:
+        fail_missing_library(module, "dnspython", "python3-dnspython", "to resolve SRV records", DNSPYTHON_IMPORT_ERROR)
+    if "key" in params["checks"] and not HAS_CRYPTOGRAPHY:
+        fail_missing_library(module, "cryptography", "python3-cryptography", "to verify the signing keys (the key check)",
+                             CRYPTOGRAPHY_IMPORT_ERROR)
     if params["timeout"] < 1:
         module.fail_json(msg="timeout must be at least 1 second, got %d" % params["timeout"])
     if params["ca_path"] and not os.path.isfile(params["ca_path"]):
         module.fail_json(msg="ca_path %s is not a file on the host the module runs on" % params["ca_path"])
-    resolver = SystemResolver(params["nameservers"], timeout=min(params["timeout"], 5))
+    try:
+        resolver = SystemResolver(params["nameservers"], timeout=min(params["timeout"], 5))
+    except ValueError as error:
+        module.fail_json(msg="nameservers: %s" % error)
     transport = HttpsTransport(params["timeout"], params["ca_path"], params["validate_certs"])
     try:
         result = run_checks(params["server_name"], resolver, transport, params["checks"])

@@ -342,6 +342,39 @@ def test_validate_key_response(case):
     assert words in reason
 
 
+def test_key_check_without_cryptography_fails_readably(monkeypatch):
+    monkeypatch.setattr(fed, "HAS_CRYPTOGRAPHY", False)
+    ok, reason, _ids = fed.validate_key_response(key_document(), "example.com", NOW_MS)
+    assert not ok and "cryptography is missing" in reason
+
+
+def test_signature_checked_through_cryptography(monkeypatch):
+    calls = []
+    real = fed.verify_ed25519
+    monkeypatch.setattr(fed, "verify_ed25519", lambda *args: calls.append(args) or real(*args))
+    document = key_document()
+    assert fed.validate_key_response(document, "example.com", NOW_MS)[0]
+    public = base64.b64decode(document["verify_keys"]["ed25519:a_AbCd"]["key"] + "=")
+    assert calls == [(public, fed.signing_bytes(document),
+                      base64.b64decode(document["signatures"]["example.com"]["ed25519:a_AbCd"] + "=="))]
+
+
+def test_system_resolver_uses_dnspython_for_srv_and_given_nameservers():
+    resolver = fed.SystemResolver(["192.0.2.53#5353"], timeout=2)
+    assert list(resolver.dns.resolver.nameservers) == ["192.0.2.53"]
+    assert resolver.dns.resolver.nameserver_ports == {"192.0.2.53": 5353}
+    assert resolver.use_dns_for_addresses
+    with pytest.raises(ValueError):
+        fed.SystemResolver(["ns.example.com"])
+
+
+def test_system_resolver_addresses_through_the_system_without_nameservers():
+    resolver = fed.SystemResolver(None, timeout=2)
+    assert not resolver.use_dns_for_addresses
+    answer = resolver.addresses("localhost")
+    assert answer.status == "ok" and ("127.0.0.1" in answer.records or "::1" in answer.records)
+
+
 def test_signing_bytes_are_canonical():
     document = {"b": 1, "a": {"d": [1, 2], "c": "x"}, "signatures": {}, "unsigned": {}}
     assert fed.signing_bytes(document) == b'{"a":{"c":"x","d":[1,2]},"b":1}'

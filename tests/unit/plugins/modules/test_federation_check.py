@@ -45,8 +45,8 @@ class Transport:
         raise fed.TransportError("refused", "connection refused")
 
 
-def run(args, monkeypatch, responses):
-    monkeypatch.setattr(federation_check, "SystemResolver", Resolver)
+def run(args, monkeypatch, responses, resolver=Resolver):
+    monkeypatch.setattr(federation_check, "SystemResolver", resolver)
     monkeypatch.setattr(federation_check, "HttpsTransport", Transport)
     monkeypatch.setattr(Transport, "responses", responses)
 
@@ -112,11 +112,46 @@ def test_bad_arguments(monkeypatch, args, words):
     assert done.failed and words in done.result["msg"], done.result["msg"]
 
 
+@pytest.mark.parametrize(
+    ("missing", "checks", "words"),
+    [
+        ("HAS_DNSPYTHON", ["version"], "Failed to import the required Python library (dnspython)"),
+        ("HAS_CRYPTOGRAPHY", ["version", "key"], "Failed to import the required Python library (cryptography)"),
+    ],
+)
+def test_missing_library_fails_with_missing_required_lib(monkeypatch, missing, checks, words):
+    monkeypatch.setattr(federation_check, missing, False)
+    done = run({"server_name": "example.com", "checks": checks}, monkeypatch, version_only())
+    assert done.failed and done.result["msg"].startswith(words), done.result["msg"]
+    package = "python3-dnspython" if missing == "HAS_DNSPYTHON" else "python3-cryptography"
+    assert package in done.result["msg"] and "delegate_to: localhost" in done.result["msg"]
+    assert "exception" in done.result
+
+
+def test_cryptography_only_needed_for_the_key_check(monkeypatch):
+    monkeypatch.setattr(federation_check, "HAS_CRYPTOGRAPHY", False)
+    done = run({"server_name": "example.com", "checks": ["version"]}, monkeypatch, version_only())
+    assert not done.failed, done.result["msg"]
+
+
+def test_bad_nameserver_is_refused(monkeypatch):
+    done = run({"server_name": "example.com", "nameservers": ["ns.example.com"]}, monkeypatch, {},
+               resolver=fed.SystemResolver)
+    assert done.failed and done.result["msg"] == "nameservers: nameserver 'ns.example.com': 'ns.example.com' is not an IP address"
+
+
 def test_documentation_parses_and_matches_argument_spec():
     import yaml  # noqa: PLC0415
 
     doc = yaml.safe_load(federation_check.DOCUMENTATION)
     assert set(doc["options"]) == {"server_name", "checks", "ca_path", "validate_certs", "nameservers", "timeout"}
     assert doc["options"]["checks"]["choices"] == list(fed.CHECKS)
+    assert [line.split()[0] for line in doc["requirements"]] == ["cryptography", "dnspython"]
+    assert doc["attributes"] == {
+        "check_mode": {"support": "full", "details": ["The module only reads; the checks run in check mode too."]},
+        "diff_mode": {"support": "none"},
+        "platform": {"platforms": "posix"},
+    }
+    assert doc["extends_documentation_fragment"] == ["ansible.builtin.action_common_attributes"]
     yaml.safe_load(federation_check.EXAMPLES)
     yaml.safe_load(federation_check.RETURN)
