@@ -251,3 +251,24 @@ def test_forward_proxy_reaches_the_service_environment(host):
         assert f"no_proxy={','.join(v['matrix_forward_proxy_no_proxy'])}" in environ.splitlines()
     else:
         assert "https_proxy=" not in environ
+
+
+def test_deployed_over_ssh_as_an_unprivileged_user_with_sudo(host):
+    """The operator's path: every run after prepare's first play came over SSH as
+    "deploy" (key authentication) and reached root, and the database's owner, through
+    sudo. hs1 ran without pipelining (modules copied to the deploy user's temporary
+    directory, then run by the become user: AnsiballZ files in sudo's log), hs2 with
+    it (modules on standard input: none)."""
+    v = _vars(host)
+    assert (v["ansible_connection"], v["ansible_user"]) == ("ssh", "deploy")
+    assert host.check_output("id -u deploy") != "0"
+    journal = host.check_output("journalctl --no-pager -o cat _COMM=sshd _COMM=sshd-session _COMM=sudo")
+    assert "Accepted publickey for deploy" in journal
+    sudo = [line for line in journal.splitlines() if line.lstrip().startswith("deploy :")]
+    assert any("USER=root" in line for line in sudo)
+    assert any("USER=postgres" in line for line in sudo), "become_user postgres did not go through sudo"
+    module_files = [line for line in sudo if "AnsiballZ_" in line]
+    if v["ansible_pipelining"]:
+        assert not module_files
+    else:
+        assert any("USER=postgres" in line for line in module_files)
