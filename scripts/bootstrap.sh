@@ -41,6 +41,8 @@ ensure_packages() {
   command -v rsync >/dev/null 2>&1 || missing+=(rsync)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+  # The homeserver scenario deploys over SSH, as operators do.
+  command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
   # mmdebstrap verifies the archive with these (Recommends are installed too,
   # as in the test bed where this was tried).
   dpkg -s debian-archive-keyring >/dev/null 2>&1 || missing+=(debian-archive-keyring)
