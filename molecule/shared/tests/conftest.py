@@ -85,23 +85,39 @@ class Node:
 
     def curl(self, url, *args, data_file=None, timeout=30):
         """Run curl here; returns (status, headers, body bytes)."""
-        tag = uuid.uuid4().hex
-        body, head = f"/tmp/mx-{tag}.body", f"/tmp/mx-{tag}.head"
-        extra = " ".join(shlex.quote(a) for a in args)
-        if data_file:
-            extra += f" --data-binary @{shlex.quote(data_file)}"
-        cmd = (
-            f"curl -sS --path-as-is --max-time {timeout} -o {body} -D {head} -w '%{{http_code}}' {extra} "
-            f"{shlex.quote(url)}; echo; base64 -w0 {body} 2>/dev/null; echo; cat {head} 2>/dev/null; rm -f {body} {head}"
-        )
-        out = self.host.run(cmd).stdout
-        status_line, b64, *header_lines = out.split("\n")
-        headers = {}
-        for line in header_lines:
-            if ":" in line:
-                key, value = line.split(":", 1)
-                headers[key.strip().lower()] = value.strip()
-        return int(status_line or 0), headers, base64.b64decode(b64)
+        return self.curl_many([(url, args)], data_file=data_file, timeout=timeout)[0]
+
+    def curl_many(self, requests, data_file=None, timeout=30):
+        """Several curl runs in one remote command: [(url, args)] -> [(status, headers, body bytes)].
+
+        One round trip to the host however many requests (each testinfra command
+        is an Ansible run); every request is still its own curl, its own connection.
+        Header names are lower-cased; with several header blocks (100 Continue),
+        the last one's values win.
+        """
+        parts = []
+        for url, args in requests:
+            tag = uuid.uuid4().hex
+            body, head = f"/tmp/mx-{tag}.body", f"/tmp/mx-{tag}.head"
+            extra = " ".join(shlex.quote(a) for a in args)
+            if data_file:
+                extra += f" --data-binary @{shlex.quote(data_file)}"
+            parts.append(
+                f"curl -sS --path-as-is --max-time {timeout} -o {body} -D {head} -w '%{{http_code}}' {extra} "
+                f"{shlex.quote(url)}; echo; base64 -w0 {body} 2>/dev/null; echo; base64 -w0 {head} 2>/dev/null; echo; "
+                f"rm -f {body} {head}"
+            )
+        lines = self.host.run("; ".join(parts)).stdout.split("\n")
+        results = []
+        for index in range(len(requests)):
+            status_line, body_b64, head_b64 = lines[3 * index:3 * index + 3]
+            headers = {}
+            for line in base64.b64decode(head_b64).decode("latin-1").split("\n"):
+                if ":" in line:
+                    key, value = line.split(":", 1)
+                    headers[key.strip().lower()] = value.strip()
+            results.append((int(status_line or 0), headers, base64.b64decode(body_b64)))
+        return results
 
     def homeserver_local(self, path, *args):
         """curl the homeserver's own listener, bypassing the proxy."""
@@ -277,3 +293,122 @@ def port_open(ip, port):
     with socket.socket() as sock:
         sock.settimeout(3)
         return sock.connect_ex((ip, port)) == 0
+
+
+# --- state the end-to-end tests share, as fixtures: any test runs alone or in any order ---
+
+PASSWORD = "mxedge-e2e-password"
+
+# Long-polls started in this session; whatever stops the homeserver waits for them first.
+_LONG_POLLS = []
+
+
+class LongPoll:
+    """A /sync with a 65 s timeout from hs2 to hs1, running in the background on hs2.
+
+    Started by the `long_poll` fixture on first use; `result()` waits for its end
+    (at most 150 s) and keeps what it found, for every test that asks.
+    """
+
+    TIMEOUT_MS = 65000
+    # Nothing may wake this sync early: the user has no rooms, and presence
+    # (which Synapse updates on its own timers) is filtered out.
+    QUERY = "set_presence=offline&filter=%7B%22presence%22%3A%7B%22not_types%22%3A%5B%22%2A%22%5D%7D%7D"
+
+    def __init__(self, hs1, hs2):
+        self.hs1, self.hs2 = hs1, hs2
+        # A marker of its own: a poll left running by an earlier session cannot answer for this one.
+        self.marker = f"/tmp/mxedge-sync65-{uuid.uuid4().hex}"
+        self.initial_status = None
+        self._result = None
+
+    def start(self):
+        hs1, hs2 = self.hs1, self.hs2
+        hs1.register("sleeper", PASSWORD)
+        token = hs2.login_to(hs1, "sleeper", PASSWORD)
+        status, _headers, body = hs2.curl(
+            f"{hs1.base_url}_matrix/client/v3/sync?timeout=0&{self.QUERY}", "-H", f"Authorization: Bearer {token}"
+        )
+        self.initial_status = status
+        assert status == 200, body
+        since = json.loads(body)["next_batch"]
+        url = f"{hs1.base_url}_matrix/client/v3/sync?timeout={self.TIMEOUT_MS}&since={since}&{self.QUERY}"
+        marker = self.marker
+        hs2.host.run(
+            f"setsid nohup sh -c \"curl -sS --max-time 150 -o {marker}.body "
+            f"-w '%{{http_code}} %{{time_total}}' -H 'Authorization: Bearer {token}' '{url}' > {marker}.status.tmp; "
+            f"mv {marker}.status.tmp {marker}.status\" >/dev/null 2>&1 &"
+        )
+
+    def result(self):
+        """(status, seconds, body) of the finished long-poll; waits for it."""
+        if self._result is None:
+            hs2 = self.hs2
+            assert hs2.wait_until(lambda: hs2.host.file(f"{self.marker}.status").exists, 150, 2), (
+                "the long-poll did not end within 150 s"
+            )
+            status, seconds = hs2.host.file(f"{self.marker}.status").content_string.split()
+            body = hs2.host.file(f"{self.marker}.body").content_string if hs2.host.file(f"{self.marker}.body").exists else ""
+            self._result = (status, float(seconds), body)
+            hs2.host.run(f"rm -f {self.marker}.*")
+        return self._result
+
+
+@pytest.fixture(scope="session")
+def long_poll(hs1, hs2):
+    """The 65 s /sync, started on first use (so the first test to ask starts it early)."""
+    poll = LongPoll(hs1, hs2)
+    poll.start()
+    _LONG_POLLS.append(poll)
+    return poll
+
+
+class Outage:
+    """hs1's homeserver stopped (by the `homeserver_down` fixture); the proxy untouched."""
+
+    def __init__(self, hs1, hs2, service, proxy_service):
+        self.hs1, self.hs2, self.service = hs1, hs2, service
+        self.proxy_pid = hs1.service_pid(proxy_service)
+        self.restored = False
+
+    def restore(self):
+        """Start the homeserver again and wait until it answers through the proxy (at most 120 s)."""
+        self.restored = True
+        self.hs1.host.check_output(f"systemctl start {self.service}")
+        url = f"{self.hs1.base_url}_matrix/client/versions"
+        assert self.hs1.wait_until(lambda: self.hs2.curl(url)[0] == 200, 120), (
+            "the homeserver did not answer through the proxy within 120 s of its start"
+        )
+
+
+@pytest.fixture
+def homeserver_down(hs1, hs2, flavour, homeserver_service):
+    """hs1's homeserver stopped for one test, started again (and answering) after it.
+
+    A long-poll started earlier in the session is waited for first: stopping the
+    homeserver would cut it.
+    """
+    for poll in _LONG_POLLS:
+        poll.result()
+    outage = Outage(hs1, hs2, homeserver_service, flavour["service"])
+    hs1.host.check_output(f"systemctl stop {homeserver_service}")
+    try:
+        yield outage
+    finally:
+        if not outage.restored:
+            outage.restore()
+
+
+@pytest.fixture(scope="session")
+def federation_users(hs1, hs2):
+    """alice on hs1 and bob on hs2, registered (again: registering is idempotent here)."""
+    hs1.register("alice", PASSWORD)
+    hs2.register("bob", PASSWORD)
+    return {"alice": hs1, "bob": hs2}
+
+
+@pytest.fixture(scope="session")
+def upload_token(hs1, hs2):
+    """An access token on hs1 for `uploader`, obtained from hs2 through the proxy."""
+    hs1.register("uploader", PASSWORD)
+    return hs2.login_to(hs1, "uploader", PASSWORD)
