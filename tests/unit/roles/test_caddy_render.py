@@ -14,7 +14,9 @@ import re
 import shutil
 import subprocess
 
+import daemon_checks
 import pytest
+from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_routes import BEHAVIOURS
 from render import render
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -100,7 +102,7 @@ PLAYBOOK = """
         dest: "{out}/{{{{ inventory_hostname }}}}.json"
         mode: "0644"
         content: "{{{{ {{'caddyfile': lookup('ansible.builtin.template', '{role}/templates/Caddyfile.j2'),
-          'placement': _matrix_well_known_placement, 'upstream': _caddy_upstream,
+          'placement': _matrix_well_known_placement, 'routes': _matrix_routes,
           'server_body': _matrix_well_known_server_body, 'client_body': _matrix_well_known_client_body,
           'max_body': _matrix_max_body_bytes}} | to_json }}}}"
 """
@@ -116,6 +118,8 @@ def rendered(tmp_path_factory):
         path = out / f"{name}.Caddyfile"
         path.write_text(data["caddyfile"])
         data["path"] = path
+        (server,) = next(pool for pool in data["routes"]["upstreams"] if pool["name"] == "homeserver")["servers"]
+        data["upstream"] = f"unix/{server['socket']}" if server["socket"] else server["endpoint"]
         result[name] = data
     return result
 
@@ -137,13 +141,27 @@ def _blocks(text):
     return blocks
 
 
+def _unescape(raw):
+    """A respond body as Caddy serves it: the replacer's escapes (a backslash before a brace) removed."""
+    return re.sub(r"\\([{}])", r"\1", raw)
+
+
 def _respond_bodies(block):
-    """The well-known bodies of a site as Caddy serves them: the backtick token, with the
-    replacer's escapes (a backslash before a brace) removed."""
-    bodies = {}
-    for kind, raw in re.findall(r"handle @mxedge_matrix_well_known_(\w+) \{[^`]*respond `([^`]*)` 200", block):
-        bodies[kind] = re.sub(r"\\([{}])", r"\1", raw)
-    return bodies
+    """The well-known bodies of a site as Caddy serves them: the backtick token of their respond."""
+    return {kind: _unescape(raw) for kind, raw in
+            re.findall(r"handle @mxedge_matrix_well_known_(\w+) \{\n.*?\n\t\trespond `([^`]*)` 200\n", block, re.S)}
+
+
+def _handles(block):
+    """The route handles of a site, in order: [(matcher name, matcher body, handle body)]."""
+    return re.findall(r"^\t@(\w+) \{\n(.*?)\n\t\}\n\thandle @\1 \{\n(.*?)\n\t\}$", block, re.S | re.M)
+
+
+def _site_of(text, vhost):
+    """The site block of a route-table vhost (any_host sites have no host in their address)."""
+    hosts = [""] if vhost["any_host"] else vhost["hosts"]
+    scheme = "https" if vhost["tls"] else "http"
+    return _blocks(text)[", ".join(f"{scheme}://{host}:{vhost['port']}" for host in hosts)]
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -176,7 +194,7 @@ def test_no_acme_and_files_for_tls(rendered, name):
 @pytest.mark.parametrize("name", VARIANTS)
 def test_upstream_gets_the_uri_untouched_and_fresh_headers(rendered, name):
     text = rendered[name]["caddyfile"]
-    upstream = _blocks(text)["(mxedge_matrix_upstream)"]
+    upstream = _blocks(text)["(mxedge_matrix_upstream_homeserver)"]
     assert not re.search(r"^\s*(rewrite|uri|handle_path|header_up X-Forwarded-For)\b", text, re.M)
     assert not re.search(r"^\s*trusted_proxies", text, re.M)  # Caddy then replaces X-Forwarded-* itself
     assert "header_up -Forwarded" in upstream and "header_up X-Real-IP {remote_host}" in upstream
@@ -185,18 +203,104 @@ def test_upstream_gets_the_uri_untouched_and_fresh_headers(rendered, name):
     assert "versions 1.1" in upstream
     assert int(re.search(r"read_timeout (\d+)s", upstream).group(1)) >= 180
     assert f"reverse_proxy {rendered[name]['upstream']} {{" in upstream
-    site = _blocks(text)["(mxedge_matrix_site)"]
-    assert f"max_size {rendered[name]['max_body']}" in site
+    # MX08: every forwarding route has the table's body limit.
+    for vhost in rendered[name]["routes"]["vhosts"]:
+        for matcher, _match, handle in _handles(_site_of(text, vhost)):
+            if "import mxedge_matrix_upstream_" in handle:
+                assert f"max_size {rendered[name]['max_body']}" in handle, matcher
 
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_forwarding_routes_also_check_the_raw_uri(rendered, name):
-    for head, body in _blocks(rendered[name]["caddyfile"]).items():
-        if not head.startswith("https://") or "import mxedge_matrix_upstream" not in body:
-            continue
-        forward = re.search(r"@mxedge_matrix_forward \{\n(.*?)\n\t\}", body, re.S).group(1)
-        assert "path /_matrix /_matrix/*" in forward
-        assert "expression `{http.request.uri}.matches(r\"^(?:/_matrix" in forward
+def test_every_site_renders_the_route_table_in_order(rendered, name):
+    """MX01-MX04, MX06, MX12: one handle per route of the table, in its order, then the fallback."""
+    text = rendered[name]["caddyfile"]
+    table = rendered[name]["routes"]
+    for vhost in table["vhosts"]:
+        site = _site_of(text, vhost)
+        handles = [h for h in _handles(site) if h[0].startswith("mxedge_matrix_")]
+        assert [matcher for matcher, _m, _h in handles] == [
+            "mxedge_matrix_" + re.sub(r"[^A-Za-z0-9]", "_", route["id"]) for route in vhost["routes"]]
+        for route, (matcher, match, handle) in zip(vhost["routes"], handles):
+            path = route["match"]["path"]
+            expected = f"path {path} {path}/*" if route["match"]["kind"] == "prefix" else f"path {path}"
+            assert match.strip() == expected, matcher
+            if route["action"] == "refuse":
+                assert handle.strip() == f"error {route['status']}", matcher
+            elif route["action"] == "static":
+                assert handle.rstrip().endswith("` 200"), matcher
+            else:
+                assert handle.rstrip().endswith(f"import mxedge_matrix_upstream_{route['upstream']}"), matcher
+            if route.get("allow_sources"):
+                assert f"@{matcher}_denied not remote_ip {' '.join(route['allow_sources'])}" in handle
+                assert handle.index(f"error @{matcher}_denied 403") < handle.index(f"error @{matcher}_raw_mismatch")
+        fallback = site.rsplit("\thandle {", 1)[1].rsplit("\n\t}", 1)[0]
+        if vhost["tls"]:
+            assert fallback.strip() == "error 404"
+        else:
+            assert fallback.strip() == "redir https://{host}" + vhost["fallback"]["port_suffix"] + "{uri} 301"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_route_checks_the_raw_uri_exact_ones_too(rendered, name):
+    """MX04: each forwarding and static route refuses (404) a raw URI that only normalises to its path."""
+    text = rendered[name]["caddyfile"]
+    checked = 0
+    for vhost in rendered[name]["routes"]["vhosts"]:
+        for route, (matcher, _match, handle) in zip(vhost["routes"], _handles(_site_of(text, vhost))):
+            if route["action"] == "refuse":
+                continue
+            raw = route["match"]["raw_regex"]
+            assert f"@{matcher}_raw_mismatch expression `!{{http.request.uri}}.matches(r\"{raw}\")`" in handle
+            lines = handle.splitlines()
+            mismatch = lines.index(f"\t\terror @{matcher}_raw_mismatch 404")
+            assert all("import" not in line and "respond" not in line for line in lines[:mismatch])
+            checked += 1
+    assert checked >= 2
+
+
+def test_issue_18_bypass_uris_are_refused_by_the_exact_route(rendered):
+    """The raw_regex of the exact /health route (as rendered) refuses what only normalises to /health."""
+    text = rendered["delegated"]["caddyfile"]
+    client = _site_of(text, rendered["delegated"]["routes"]["vhosts"][0])
+    (regex,) = re.findall(r"@mxedge_matrix_health_raw_mismatch expression `!\{http\.request\.uri\}\.matches\(r\"([^\"]+)\"\)`", client)
+    for uri in ["/_synapse/admin/v2/users/%2E%2E%2F%2E%2E%2F%2E%2E%2F%2E%2E%2Fhealth", "/_matrix/%2e%2e/health",
+                "/_matrix/../health", "//health", "/HEALTH", "/health/", "/healthx", "/%68ealth"]:
+        assert not re.search(regex, uri), uri
+    for uri in ["/health", "/health?x=1"]:
+        assert re.search(regex, uri), uri
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_errors_the_proxy_answers_are_the_tables_matrix_json(rendered, name):
+    """MX11: one handle_errors branch per status of the table, with its canonical body, JSON, CORS, Retry-After."""
+    text = rendered[name]["caddyfile"]
+    blocks = _blocks(text)
+    errors = blocks["(mxedge_matrix_errors)"]
+    table = rendered[name]["routes"]["errors"]
+    branches = re.findall(r"\t\t@mxedge_matrix_error_(\d+) expression `([^`]*)`\n\t\thandle @mxedge_matrix_error_\1 \{\n(.*?)\n\t\t\}",
+                          errors, re.S)
+    assert [status for status, _e, _b in branches] == sorted(table)
+    for status, expression, branch in branches:
+        error = table[status]
+        assert expression.startswith(f"{{http.error.status_code}} == {status}")
+        assert "\t\t\theader Content-Type application/json" in branch
+        assert '\t\t\theader Access-Control-Allow-Origin "*"' in branch
+        assert ("Retry-After" in branch) == ("retry_after" in error)
+        if "retry_after" in error:
+            assert f"\t\t\theader Retry-After {error['retry_after']}" in branch
+        (raw, code) = re.findall(r"respond `([^`]*)` (\d+)", branch)[0]
+        assert (_unescape(raw), int(code)) == (error["body"], error["status"])
+        assert json.loads(_unescape(raw)) == {"errcode": error["errcode"], "error": error["error"]}
+    # request_body's limit surfaces as a 502 in Caddy 2.6: it is answered as the 413, before the 502 branch.
+    assert 'expression `{http.error.status_code} == 413 || {http.error.message}.contains("request body too large")`' in errors
+    # Every Matrix site answers its errors through it; nothing else answers an error status itself.
+    assert "import mxedge_matrix_errors" in blocks["(mxedge_matrix_site)"]
+    for vhost in rendered[name]["routes"]["vhosts"]:
+        site = _site_of(text, vhost)
+        assert ("import mxedge_matrix_site" if vhost["tls"] else "import mxedge_matrix_errors") in site
+        for matcher, _match, handle in _handles(site):
+            if matcher.startswith("mxedge_matrix_"):
+                assert not re.search(r"^\s*respond\b(?!.*` 200$)", handle, re.M), handle
 
 
 def test_delegated_layout(rendered):
@@ -206,15 +310,15 @@ def test_delegated_layout(rendered):
     client, federation, well_known = (blocks["https://matrix.example.test:443"], blocks["https://:8448"],
                                       blocks["https://example.test:443"])
     assert "bind tcp4/0.0.0.0 tcp6/[::]" in blocks["(mxedge_matrix_site)"]
-    assert "/_synapse/client /_synapse/client/* /health" in client
-    assert "@mxedge_matrix_admin_denied not remote_ip 10.0.0.0/8 2001:db8::/32" in client
+    assert "path /_synapse/client /_synapse/client/*" in client and "path /health\n" in client
+    assert "@mxedge_matrix_admin_synapse_admin_denied not remote_ip 10.0.0.0/8 2001:db8::/32" in client
     assert "/_synapse/client" not in federation and "/health" not in federation
-    assert re.search(r"handle @mxedge_matrix_admin \{\s*respond 403\s*\}", federation)
+    assert re.search(r"handle @mxedge_matrix_admin_synapse_admin \{\s*error 403\s*\}", federation)
     assert "import mxedge_matrix_upstream" not in well_known
     assert "well_known" not in client and "well_known" not in federation
     assert _respond_bodies(well_known) == {"server": variant["server_body"], "client": variant["client_body"]}
     assert 'header Access-Control-Allow-Origin "*"' in well_known and "header Content-Type application/json" in well_known
-    assert "health_uri /health" in blocks["(mxedge_matrix_upstream)"]
+    assert "health_uri /health" in blocks["(mxedge_matrix_upstream_homeserver)"]
 
 
 def test_single_port_socket_palpo_layout(rendered):
@@ -227,7 +331,8 @@ def test_single_port_socket_palpo_layout(rendered):
     assert variant["upstream"] == "unix//run/palpo/palpo.sock"
     assert "bind tcp4/0.0.0.0\n" in blocks["(mxedge_matrix_site)"]
     assert "/_palpo/client /_palpo/client/*" in client and "/_synapse" not in client
-    assert re.search(r"@mxedge_matrix_admin path /_palpo/admin /_palpo/admin/\*\n\thandle @mxedge_matrix_admin \{\s*respond 403", client)
+    assert re.search(r"@mxedge_matrix_admin_palpo_admin \{\n\t\tpath /_palpo/admin /_palpo/admin/\*\n\t\}\n"
+                     r"\thandle @mxedge_matrix_admin_palpo_admin \{\s*error 403", client)
     assert _respond_bodies(client) == {"server": variant["server_body"], "client": variant["client_body"]}
 
 
@@ -249,14 +354,51 @@ def test_operator_extras_land_in_their_blocks_first(rendered):
     blocks = _blocks(text)
     client, federation = blocks["https://matrix.example.test:8443"], blocks["https://:8448"]
     # operator handles come before the role's, so they win (Caddy keeps their written order)
-    assert client.index("handle @blocked") < client.index("handle @mxedge_matrix_admin")
+    assert client.index("handle @blocked") < client.index("handle @mxedge_matrix_admin_synapse_admin")
     assert "header X-Federation yes" in federation and "X-Federation" not in client
-    assert "well-known" not in text.split("# Routes match", 1)[1]
+    assert "well-known" not in text.split("# MX04 Routes match", 1)[1]
     assert "level WARN" in blocks[""] and "protocols h1 h2 h3" in blocks[""]
     assert blocks["http://127.0.0.1:8081"].strip() == "respond ok"
-    upstream = blocks["(mxedge_matrix_upstream)"]
+    upstream = blocks["(mxedge_matrix_upstream_homeserver)"]
     assert "max_conns_per_host 8192" in upstream and "health_uri" not in upstream and "lb_try_duration" not in upstream
     assert "log {" not in blocks["(mxedge_matrix_site)"]
+
+
+# Behaviours every Caddyfile implements whatever the table holds: forwarded headers (MX05), limits and
+# timeouts (MX08), TLS/HTTP2/IPv6 (MX09), the checker before going live (MX10), Matrix errors (MX11).
+ALWAYS = {"MX05", "MX08", "MX09", "MX10", "MX11"}
+
+
+def _cited(text):
+    return set(re.findall(r"\bMX\d\d\b", "\n".join(line for line in text.splitlines() if line.lstrip().startswith("#"))))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_rendered_configuration_cites_every_behaviour_it_implements(rendered, name):
+    """Each behaviour of the contract this Caddyfile implements is named in a comment (docs/contract.md IDs)."""
+    table = rendered[name]["routes"]
+    expected = set(ALWAYS)
+    for vhost in table["vhosts"]:
+        for route in vhost["routes"]:
+            expected |= set(route["behaviours"])
+        if "redirect" in vhost["fallback"]:
+            expected.add("MX12")
+    cited = _cited(rendered[name]["caddyfile"])
+    assert expected <= cited, f"missing behaviour comments: {sorted(expected - cited)}"
+    assert cited <= set(BEHAVIOURS), f"unknown behaviour IDs: {sorted(cited - set(BEHAVIOURS))}"
+
+
+def test_the_variants_together_cite_every_behaviour_of_the_contract(rendered):
+    """Caddy implements all of MX01-MX12: across the variable sets, every ID is cited."""
+    cited = set().union(*(_cited(rendered[name]["caddyfile"]) for name in VARIANTS))
+    assert cited == set(BEHAVIOURS), sorted(set(BEHAVIOURS) ^ cited)
+
+
+def test_no_matrix_path_is_hard_coded_in_the_role():
+    """Routing comes from the route table: templates, vars and tasks name no Matrix path."""
+    for path in sorted((ROLE / "templates").glob("*")) + sorted((ROLE / "vars").glob("*")) + sorted((ROLE / "tasks").glob("*")):
+        found = re.findall(r"/_matrix|/_synapse|/_palpo|/health|/\.well-known/matrix|acme-challenge", path.read_text())
+        assert not found, (path.name, found)
 
 
 @pytest.mark.skipif(not shutil.which("caddy"), reason="needs the caddy binary")
@@ -267,12 +409,14 @@ def test_caddy_adapts_it_without_acme_and_keeps_the_bytes(rendered, name):
     assert fmt.returncode == 0 and fmt.stdout == path.read_text(), "not in caddy fmt's layout"
     proc = subprocess.run(["caddy", "adapt", "--adapter", "caddyfile", "--config", str(path)],
                           capture_output=True, text=True, check=False)
+    daemon_checks.record(f"Caddy {daemon_checks.host_version('caddy')} (this machine): caddy fmt + caddy adapt")
     assert proc.returncode == 0, proc.stderr
     assert '"level":"warn"' not in proc.stderr, proc.stderr
     config = json.loads(proc.stdout)
     tls = config["apps"]["tls"]
     assert "automation" not in tls and "issuers" not in proc.stdout
-    assert "acme" not in proc.stdout.replace('"/.well-known/acme-challenge/*"', "")
+    # the HTTP-01 challenge path may be matched (a path matcher or an expression), nothing else ACME
+    assert "acme" not in proc.stdout.replace("acme-challenge", "")
     for server in config["apps"]["http"]["servers"].values():
         if server.get("tls_connection_policies"):
             assert server["automatic_https"] == {"disable": True}
@@ -295,10 +439,13 @@ def test_acme_port_80_forwards_the_challenge_and_redirects_the_rest(rendered):
     (head, body), = _plain_http_sites(rendered["acme_delegated_not_on_443"]["caddyfile"]).items()
     assert head == "http://:80"
     assert "bind tcp4/0.0.0.0 tcp6/[::]" in body
-    challenge = re.search(r"handle /\.well-known/acme-challenge/\* \{(.*?)\n\t\}", body, re.S).group(1)
+    (challenge,) = [h for h in _handles(body) if h[0] == "mxedge_matrix_acme_challenge"]
+    assert challenge[1].strip() == "path /.well-known/acme-challenge /.well-known/acme-challenge/*"
+    assert challenge[2].rstrip().endswith("import mxedge_matrix_upstream_acme")
     # reverse_proxy keeps the Host header as sent.
-    assert challenge.strip() == "reverse_proxy 127.0.0.1:8999"
-    rest = re.search(r"\thandle \{(.*?)\n\t\}", body, re.S).group(1)
+    upstream = _blocks(rendered["acme_delegated_not_on_443"]["caddyfile"])["(mxedge_matrix_upstream_acme)"]
+    assert upstream.strip().startswith("reverse_proxy 127.0.0.1:8999 {") and "health_uri" not in upstream
+    rest = re.search(r"\thandle \{(.*?)\n\t\}", body.split("# MX12 fallback", 1)[1], re.S).group(1)
     assert rest.strip() == "redir https://{host}:8443{uri} 301"
 
 
@@ -306,6 +453,7 @@ def test_acme_port_80_forwards_the_challenge_and_redirects_the_rest(rendered):
 def test_caddy_adapts_the_acme_site_to_a_challenge_proxy_and_a_redirect(rendered):
     proc = subprocess.run(["caddy", "adapt", "--adapter", "caddyfile", "--config", str(rendered["acme_delegated_not_on_443"]["path"])],
                           capture_output=True, text=True, check=True)
+    daemon_checks.record(f"Caddy {daemon_checks.host_version('caddy')} (this machine): caddy adapt")
     servers = json.loads(proc.stdout)["apps"]["http"]["servers"]
     (plain,) = [server for server in servers.values() if any(addr.endswith(":80") for addr in server["listen"])]
     assert sorted(plain["listen"]) == ["tcp4/0.0.0.0:80", "tcp6/[::]:80"]
