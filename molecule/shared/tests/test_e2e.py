@@ -201,6 +201,23 @@ def test_well_known_bodies_are_the_filter_output(hs1, hs2, module_utils):
     assert status == 404
 
 
+def test_operator_routes_from_one_place(hs1, hs2):
+    """MX03, MX11: matrix_extra_routes, one list in the inventory, is rendered by every flavour.
+
+    hs1's inventory adds a static support document on the delegation host and a refused
+    prefix on the client vhost (.config/molecule/config.yml); hs2 has none.
+    """
+    routes = {route["id"]: route for route in hs1.vars["matrix_extra_routes"]}
+    status, headers, served = hs2.curl(f"https://{hs1.server_name}{routes['support']['path']}")
+    assert (status, served) == (200, routes["support"]["body"].encode())
+    assert headers["content-type"].split(";")[0] == "application/json"
+    assert headers["access-control-allow-origin"] == "*"
+    for path in (routes["no-metrics"]["path"], routes["no-metrics"]["path"] + "/x"):
+        assert_matrix_error(hs2.curl(f"{hs1.base_url}{path.lstrip('/')}"), {403}, path)
+    # Not on hs2: its client vhost answers the path with the fallback.
+    assert_matrix_error(hs1.curl(f"{hs2.base_url}{routes['no-metrics']['path'].lstrip('/')}"), {404}, "hs2")
+
+
 def test_health_through_the_proxy(hs1, hs2):
     """MX07: /health is forwarded to the homeserver on both proxies."""
     status, _headers, body = hs2.curl(f"{hs1.base_url}health")
