@@ -512,13 +512,21 @@ def test_unrouted_path_is_a_matrix_404(hs1, hs2, case):
 
 # --- uploads against the one shared limit ---
 
+# What a flavour's docs say it cannot do, by (flavour, case id): the test then
+# asserts the documented behaviour instead, so it fails the day the flavour can.
+DOCUMENTED_LIMITS = {
+    # docs/apache.md: mod_proxy in Apache 2.4 forwards a chunked body without
+    # applying LimitRequestBody; the homeserver refuses it (no Content-Length).
+    ("apache", "just-over-chunked"),
+}
+
 
 @pytest.mark.parametrize(
     ("framing", "delta", "expected"),
     [("content-length", -4096, 200), ("content-length", 4096, 413), ("chunked", 4096, 413)],
     ids=["just-under", "just-over", "just-over-chunked"],
 )
-def test_upload_limit(hs1, hs2, upload_token, homeserver_log, framing, delta, expected):
+def test_upload_limit(request, hs1, hs2, flavour, upload_token, homeserver_log, framing, delta, expected):
     """MX08, MX11: the body limit holds, with Content-Length or chunked; the 413 is the proxy's, Matrix JSON with CORS.
 
     Over the limit, the homeserver never sees the request: the proxy refuses it
@@ -540,10 +548,16 @@ def test_upload_limit(hs1, hs2, upload_token, homeserver_log, framing, delta, ex
     finally:
         hs2.host.run(f"rm -f {upload}")
     status, _headers, body = response
-    assert status == expected, body[:300]
 
     def logged():
         return probe in hs1.host.check_output(f"grep -h {probe} {homeserver_log} || true")
+
+    if (flavour["name"], request.node.callspec.id) in DOCUMENTED_LIMITS:
+        # The proxy lets it through (documented); the homeserver refuses it, so nothing is stored.
+        assert status in (400, 411, 413), body[:300]
+        assert hs1.wait_until(logged, 20), "the documented limit changed: the proxy refused it itself"
+        return
+    assert status == expected, body[:300]
 
     if expected == 200:
         assert json.loads(body)["content_uri"].startswith("mxc://")

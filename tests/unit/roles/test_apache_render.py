@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 
+import daemon_checks
 import pytest
 import yaml
 from render import render
@@ -122,7 +123,8 @@ PLAYBOOK = """
         dest: "{out}/{{{{ inventory_hostname }}}}.json"
         mode: "0644"
         content: "{{{{ {{'files': __files, 'placement': _matrix_well_known_placement, 'ports': _matrix_tls_ports,
-          'upstream': _apache_upstream, 'body_limit': _matrix_max_body_bytes | int,
+          'upstreams': _apache_upstream_urls, 'body_limit': _matrix_max_body_bytes | int, 'routes': _matrix_routes,
+          'documents': _apache_document_files,
           'cert': _matrix_tls_certificate_path, 'key': _matrix_tls_key_path, 'modules': _apache_wanted_modules}} | to_json }}}}"
       vars:
         __files: "{{{{ dict(_apache_config_files | map(attribute='dest') | zip(query('ansible.builtin.template',
@@ -161,6 +163,28 @@ def _vhosts(site, tls=True):
 
 def _proxy_passes(body):
     return re.findall(r'^\s*ProxyPass "([^"]+)" "([^"]+)"(.*)$', body, re.M)
+
+
+def _locations(body):
+    """{path: text} of the <Location> sections of a virtual host's body."""
+    return dict(re.findall(r'^\s*<Location "([^"]+)">\n(.*?)^\s*</Location>', body, re.M | re.S))
+
+
+def _table_vhost(rendered, name, vhost_name):
+    """(route-table vhost, its rendered body) for a variant."""
+    vhost = next(v for v in rendered[name]["derived"]["routes"]["vhosts"] if v["name"] == vhost_name)
+    site = rendered[name]["site"]
+    if vhost["tls"]:
+        return vhost, _vhosts(site)[(vhost["port"], vhost["hosts"][0])]
+    return vhost, next(iter(_vhosts(site, tls=False).values()))
+
+
+ERROR_PREFIX = "/.mxedge-matrix-error/"
+# The raw-URI check of a route (MX04): the request target of the request line
+# (origin form, or the path of an absolute URI) must match the route's raw_regex.
+RAW_CHECK = re.compile(
+    r'<If "! %\{THE_REQUEST\} =~ m#(?P<target>[^#]+)# \|\| ! \'\$1\' =~ m#(?P<raw>[^#]+)#">\s*Redirect 404\s*</If>'
+)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -214,24 +238,33 @@ def test_routing_table(rendered, name):
     fqdn = variables.get("matrix_homeserver_fqdn", variables["matrix_server_name"])
     client_port = variables.get("matrix_client_port", 443)
     federation_port = variables.get("matrix_federation_port", 8448)
+    networks = variables.get("matrix_admin_allowed_networks", [])
     vhosts = _vhosts(rendered[name]["site"])
     client = vhosts[(client_port, fqdn)]
+    # MX01, MX06: forward routes in the table's order (mod_proxy takes the first match); the admin
+    # prefix is forwarded only when allow-listed, and then only to the listed addresses
     own = [p for p, t, _opts in _proxy_passes(client) if "8009" not in t]
-    assert own == [admin] + client_prefixes
-    assert client.index(f'<Location "{admin}">') < client.index(f'ProxyPass "{admin}"')
+    assert own == ([admin] if networks else []) + client_prefixes
+    rule = f"Require ip {' '.join(networks)}" if networks else "Require all denied"
+    assert rule in _locations(client)[admin]
     if federation_port != client_port:
+        # MX02: /_matrix only; admin refused whatever the allow-list
         federation = vhosts[(federation_port, fqdn)]
-        assert [p for p, _target, _opts in _proxy_passes(federation)] == [admin, "/_matrix"]
-        # admin refused on the federation port whatever the allow-list
-        assert re.search(rf'<Location "{admin}">\s*Require all denied\s*</Location>', federation)
+        assert [p for p, _target, _opts in _proxy_passes(federation)] == ["/_matrix"]
+        assert "Require all denied" in _locations(federation)[admin]
+        assert "Require ip" not in federation
     else:
         assert len([k for k in vhosts if k[1] == fqdn]) == 1
-    networks = variables.get("matrix_admin_allowed_networks", [])
-    rule = f"Require ip {' '.join(networks)}" if networks else "Require all denied"
-    assert re.search(rf'<Location "{admin}">\s*{re.escape(rule)}\s*</Location>', client)
-    # nothing but the routed prefixes (and the documents) reaches anything
-    for body in vhosts.values():
-        assert re.search(r'^\s*RedirectMatch 404 "\^/(\(\?!.*\))?"$', body, re.M)
+    # <Location> sections in reverse table order: the first route's merges last and wins
+    table_client, _body = _table_vhost(rendered, name, "client")
+    routes = [p for p in _locations(client) if not p.startswith(ERROR_PREFIX)]
+    assert routes == [r["match"]["path"] for r in reversed(table_client["routes"])]
+    # MX11 fallback: nothing but the routed prefixes (and the error documents) reaches anything;
+    # what mod_proxy does not claim (refused and static routes) is left to its <Location>/Alias
+    for key, body in vhosts.items():
+        claimed = re.search(r'^\s*RedirectMatch 404 "\^\(\?!(.*)\)"$', body, re.M)
+        assert claimed, key
+        assert claimed.group(1).startswith("/\\.mxedge\\-matrix\\-error/"), key
 
 
 def test_well_known_placement(rendered):
@@ -248,23 +281,36 @@ def test_well_known_placement(rendered):
     for name, (placement, key) in expected.items():
         assert rendered[name]["derived"]["placement"] == placement, name
         vhosts = _vhosts(rendered[name]["site"])
-        serving = [k for k, body in vhosts.items() if '<Location "/.well-known/matrix/">' in body]
+        serving = [k for k, body in vhosts.items() if 'Alias "/.well-known/matrix/server"' in body]
         assert serving == ([key] if key else []), name
+        documents = rendered[name]["derived"]["documents"]
         for k, body in vhosts.items():
-            if k == key:
-                assert "ForceType application/json" in body
-                assert 'Header always set Access-Control-Allow-Origin "*"' in body
-                assert 'RedirectMatch 404 "^/(?!\\.well-known/matrix/(?:server|client)$)"' in body
-            else:
-                assert 'RedirectMatch 404 "^/"' in body, (name, k)
+            if k != key:
+                assert ".well-known/matrix" not in body, (name, k)
+                continue
+            # MX03: answered by Apache from the files of the table's bytes, JSON, CORS
+            vhost = next(v for v in rendered[name]["derived"]["routes"]["vhosts"] if v["hosts"][0] == k[1] and v["port"] == k[0])
+            locations = _locations(body)
+            for kind in ("server", "client"):
+                path = f"/.well-known/matrix/{kind}"
+                target = f"/var/www/mxedge-matrix/static/{vhost['name']}-well-known-{kind}"
+                assert f'Alias "{path}" "{target}"' in body, (name, kind)
+                assert target in documents
+                assert "ForceType application/json" in locations[path]
+                assert 'Header always set Access-Control-Allow-Origin "*"' in locations[path]
+            # Aliases are mod_alias's too: the fallback must leave the documents to them
+            fallback = re.search(r'^\s*RedirectMatch 404 "(.*)"$', body, re.M).group(1)
+            assert "|^/\\.well-known/matrix/server(?:[?]|$)|^/\\.well-known/matrix/client(?:[?]|$))" in fallback
     # a vhost of its own answers nothing else
     separate = _vhosts(rendered["delegated"]["site"])[(443, "example.test")]
-    assert "ProxyPass" not in separate
+    assert _proxy_passes(separate) == []
 
 
 def test_upstreams(rendered):
-    assert rendered["delegated"]["derived"]["upstream"] == "http://127.0.0.1:8008"
-    assert rendered["same_host_not_on_443"]["derived"]["upstream"] == "http://[::1]:8008"
+    assert rendered["delegated"]["derived"]["upstreams"] == {"homeserver": "http://127.0.0.1:8008"}
+    assert rendered["same_host_not_on_443"]["derived"]["upstreams"] == {"homeserver": "http://[::1]:8008"}
+    assert rendered["acme_client_8443"]["derived"]["upstreams"] == {
+        "homeserver": "http://127.0.0.1:8008", "acme": "http://127.0.0.1:8500"}
     socket = _vhosts(rendered["single_port_socket_palpo"]["site"])[(443, "matrix.example.test")]
     assert 'ProxyPass "/_matrix" "unix:/run/palpo/palpo.sock|http://localhost/_matrix" nocanon' in socket
 
@@ -318,14 +364,16 @@ def test_port_80_virtual_host_only_with_acme(rendered, name):
     assert aliases == ([variables["matrix_server_name"]] if variables["matrix_server_name"] != fqdn else [])
     port = variables.get("matrix_acme_challenge_port", 8402)
     assert _proxy_passes(body) == [
-        ("/.well-known/acme-challenge/", f"http://127.0.0.1:{port}/.well-known/acme-challenge/",
-         " nocanon retry=0 connectiontimeout=10")]
+        ("/.well-known/acme-challenge", f"http://127.0.0.1:{port}/.well-known/acme-challenge",
+         " nocanon retry=0 connectiontimeout=10 timeout=600")]
     assert "ProxyPreserveHost On" in body and "UseCanonicalName Off" in body
     suffix = "" if variables.get("matrix_client_port", 443) == 443 else f":{variables['matrix_client_port']}"
     rules = re.findall(r'^\s*RewriteRule "\^" "([^"]+)" \[([^\]]+)\]$', body, re.M)
     assert rules == [(f"https://%{{SERVER_NAME}}{suffix}%1", "R=301,L,NE"),
                      (f"https://%{{SERVER_NAME}}{suffix}%{{REQUEST_URI}}", "R=301,L")]
-    assert body.count('RewriteCond %{REQUEST_URI} "!^/\\.well\\-known/acme\\-challenge/"') == 2
+    # the redirect leaves the challenge route (and the error documents) alone
+    assert body.count('RewriteCond %{REQUEST_URI} "!^/\\.well-known/acme-challenge(?:[/?]|$)"') == 2
+    assert body.count('RewriteCond %{REQUEST_URI} "!^/\\.mxedge\\-matrix\\-error/"') == 2
     # the first plain-HTTP virtual host of the file, before the TLS ones
     site = rendered[name]["site"]
     assert site.index("<VirtualHost *:80>") < site.index("<VirtualHost *:443>")
@@ -360,6 +408,136 @@ def test_operator_extras_land_in_their_vhosts_before_the_routing(rendered):
     assert 'RequestHeader set X-Correlation-ID "%{UNIQUE_ID}e"' in client
     well_known = _vhosts(rendered["same_host_not_on_443"]["site"])[(443, "matrix.example.test")]
     assert "Header always set X-Well-Known yes" in well_known
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_proxy_errors_are_the_tables_matrix_json(rendered, name):
+    """MX11: what Apache answers itself is the table's Matrix error: its bytes, JSON, CORS, Retry-After."""
+    errors = rendered[name]["derived"]["routes"]["errors"]
+    assert sorted(int(status) for status in errors) == [403, 404, 413, 502, 503, 504]
+    documents = rendered[name]["derived"]["documents"]
+    assert "/var/www/mxedge-matrix/errors/400" in documents
+    assert "asis" in rendered[name]["derived"]["modules"]
+    site = rendered[name]["site"]
+    vhosts = list(_vhosts(site).items()) + list(_vhosts(site, tls=False).items())
+    for key, body in vhosts:
+        # the bodies are files of the table's bytes, served by an internal redirect (the status stays)
+        assert f'Alias "{ERROR_PREFIX}" "/var/www/mxedge-matrix/errors/"' in body, key
+        locations = _locations(body)
+        assert "ForceType application/json" in locations[ERROR_PREFIX], key
+        assert 'Header always set Access-Control-Allow-Origin "*"' in locations[ERROR_PREFIX], key
+        # asked for directly (no REDIRECT_STATUS), the prefix is an unrouted path
+        assert re.search(r'<If "-z %\{ENV:REDIRECT_STATUS\}">\s*Redirect 404\s*</If>', locations[ERROR_PREFIX]), key
+        for status, error in errors.items():
+            assert f"/var/www/mxedge-matrix/errors/{status}" in documents
+            assert re.search(rf"^\s*ErrorDocument {status} {re.escape(ERROR_PREFIX)}{status}$", body, re.M), (key, status)
+            retry = locations.get(f"{ERROR_PREFIX}{status}", "")
+            if "retry_after" in error:
+                assert f'Header always set Retry-After "{error["retry_after"]}"' in retry, (key, status)
+            else:
+                assert "Retry-After" not in retry, (key, status)
+        # Apache's own 400 (a path above the root, ...) is the unrouted-path 404, status included (mod_asis)
+        assert re.search(rf"^\s*ErrorDocument 400 {re.escape(ERROR_PREFIX)}400$", body, re.M), key
+        assert "SetHandler send-as-is" in locations[f"{ERROR_PREFIX}400"], key
+        # the homeserver's own errors pass through untouched
+        assert not re.search(r"^\s*ProxyErrorOverride", body, re.M), key
+    # every refusal and fallback status of the table has its error document
+    for vhost in rendered[name]["derived"]["routes"]["vhosts"]:
+        statuses = {r["status"] for r in vhost["routes"] if r["action"] == "refuse"}
+        statuses |= {r["refuse"]["status"] for r in vhost["routes"] if r.get("refuse")}
+        statuses |= {vhost["fallback"]["status"]} if vhost["tls"] else set()
+        assert statuses <= {int(status) for status in errors}, vhost["name"]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_raw_uri_checked_on_every_route(rendered, name):
+    """MX04: every forward and static route, exact ones included, has the raw-URI check of its raw_regex.
+
+    Issue 18: nginx forwarded /_synapse/admin/v2/users/%2E%2E%2F...%2Fhealth to Synapse because its
+    exact /health location had no raw check. Here no route is without one.
+    """
+    exact_forwarded = 0
+    for vhost in rendered[name]["derived"]["routes"]["vhosts"]:
+        _vhost, body = _table_vhost(rendered, name, vhost["name"])
+        locations = _locations(body)
+        for route in vhost["routes"]:
+            block = locations[route["match"]["path"]]
+            if route["action"] == "refuse":
+                assert "Require all denied" in block, route["id"]
+                continue
+            checks = RAW_CHECK.findall(block)
+            assert [raw for _target, raw in checks] == [route["match"]["raw_regex"]], (vhost["name"], route["id"])
+            exact_forwarded += route["match"]["kind"] == "exact" and route["action"] == "forward"
+    assert exact_forwarded >= 1  # /health
+
+
+RAW_CASES = [
+    # (request line, route path, kind, expected)
+    ("GET /health HTTP/1.1", "/health", "exact", True),
+    ("GET /health?x=1 HTTP/2.0", "/health", "exact", True),
+    ("GET https://matrix.example.test/health HTTP/1.1", "/health", "exact", True),
+    ("GET /health/x HTTP/1.1", "/health", "exact", False),
+    ("GET /_matrix/../health HTTP/1.1", "/health", "exact", False),
+    ("GET /_synapse/admin/v2/users/%2E%2E%2F%2E%2E%2F%2E%2E%2F%2E%2E%2Fhealth HTTP/1.1", "/health", "exact", False),
+    ("GET /_synapse/client/../admin/v1/server_version HTTP/1.1", "/_synapse/admin", "prefix", False),
+    ("GET //_matrix/client/versions HTTP/1.1", "/_matrix", "prefix", False),
+    ("GET /_matrix/client/versions HTTP/1.1", "/_matrix", "prefix", True),
+    ("GET /_matrix?x HTTP/1.1", "/_matrix", "prefix", True),
+    ("GET /_matrixfoo HTTP/1.1", "/_matrix", "prefix", False),
+    ("GET /.well-known/matrix/server HTTP/1.1", "/.well-known/matrix/server", "exact", True),
+    ("GET /.well-known/matrix/server/ HTTP/1.1", "/.well-known/matrix/server", "exact", False),
+]
+
+
+@pytest.mark.parametrize(("line", "path", "kind", "expected"), RAW_CASES)
+def test_raw_uri_check_expression(rendered, line, path, kind, expected):
+    """MX04: the rendered expression, read with Python's re (PCRE agrees on these), admits exactly the raw URIs of its route."""
+    for vhost in rendered["delegated"]["derived"]["routes"]["vhosts"]:
+        for route in vhost["routes"]:
+            if route["match"]["path"] == path and route["match"]["kind"] == kind and route["action"] != "refuse":
+                block = _locations(_table_vhost(rendered, "delegated", vhost["name"])[1])[path]
+                target, raw = RAW_CHECK.search(block).groups()
+                found = re.search(target, line)
+                assert bool(found and re.search(raw, found.group(1))) == expected, (line, raw)
+                return
+    pytest.fail(f"no forward or static route {kind} {path}")
+
+
+CONTRACT = ROOT / "docs" / "contract.md"
+# Behaviours of every vhost, whatever the route table holds.
+EVERY_CONFIGURATION = {"MX05", "MX08", "MX09", "MX10", "MX11"}
+
+
+def _contract_behaviours(flavour="Apache"):
+    """IDs the contract's behaviour table lists for a flavour (its cell says yes or partly)."""
+    rows = [line.split("|")[1:-1] for line in CONTRACT.read_text().splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in rows[0]]
+    column = header.index(flavour)
+    return {row[0].strip() for row in rows[1:]
+            if re.fullmatch(r"MX\d\d", row[0].strip()) and re.match(r"(yes|partly)\b", row[column].strip())}
+
+
+def _cited(files):
+    """Behaviour IDs named in the comment lines of the rendered files."""
+    return {found for text in files.values() for comment in re.findall(r"^\s*#(.*)$", text, re.M)
+            for found in re.findall(r"\bMX\d\d\b", comment)}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_rendered_configuration_cites_every_behaviour(rendered, name):
+    """Every behaviour the contract lists for Apache, and that applies to this variant, is cited in a comment."""
+    listed = _contract_behaviours()
+    assert {f"MX{n:02d}" for n in range(1, 13)} <= listed
+    table = rendered[name]["derived"]["routes"]
+    applies = {b for vhost in table["vhosts"] for route in vhost["routes"] for b in route["behaviours"]}
+    applies |= EVERY_CONFIGURATION | ({"MX12"} if any(not v["tls"] for v in table["vhosts"]) else set())
+    missing = (listed & applies) - _cited(rendered[name]["files"])
+    assert not missing, f"the rendered configuration cites no {sorted(missing)}"
+
+
+def test_every_behaviour_is_cited_by_some_variant(rendered):
+    cited = set().union(*(_cited(rendered[name]["files"]) for name in VARIANTS))
+    assert _contract_behaviours() <= cited
 
 
 def _apache_usable():
@@ -397,12 +575,15 @@ def _candidate(rendered, name, tmp_path):
 @pytest.mark.parametrize("name", VARIANTS)
 def test_apache_accepts_the_rendered_configuration(rendered, name, tmp_path):
     scratch, env = _candidate(rendered, name, tmp_path)
+    apache = f"Apache {daemon_checks.host_version('apache2')} (this machine)"
     proc = subprocess.run(["apache2ctl", "configtest"], env=env, capture_output=True, text=True, check=False)
+    daemon_checks.record(f"{apache}: apache2ctl configtest")
     assert proc.returncode == 0, proc.stderr
     trial = subprocess.run(["sh", str(ROLE / "files" / "trial-start.sh"), str(scratch)],
                            capture_output=True, text=True, timeout=60, check=False)
     if trial.returncode == 2:
         pytest.skip(trial.stderr)
+    daemon_checks.record(f"{apache}: trial start (roles/apache/files/trial-start.sh, unshare --net --pid)")
     assert trial.returncode == 0, trial.stderr
 
 
@@ -460,6 +641,8 @@ def test_apache_port_80_passes_the_challenge_and_redirects(rendered, name, tmp_p
     env.update(SCRATCH=str(scratch), ACME_PORT=str(port), HOST1=fqdn, HOST2=variables["matrix_server_name"])
     proc = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "sh", "-c", LIVE_SCRIPT],
                           env=env, capture_output=True, text=True, timeout=60, check=False)
+    daemon_checks.record(f"Apache {daemon_checks.host_version('apache2')} (this machine): "
+                         "port 80 answering curl (unshare --net --pid)")
     answers = proc.stdout.splitlines()
     assert len(answers) == 5, proc.stdout + proc.stderr
     suffix = "" if variables.get("matrix_client_port", 443) == 443 else f":{variables['matrix_client_port']}"
