@@ -79,6 +79,7 @@ _PATH_PREFIXES = {
 }
 _FEDERATION_PREFIXES = ["/_matrix"]
 _HEALTH_PATH = "/health"
+_ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge"
 _WELL_KNOWN = "/.well-known/matrix/"
 
 
@@ -272,7 +273,7 @@ def route_table(spec):
         vhosts.append({
             "name": "http", "port": int(spec.get("http_port", 80)), "tls": False, "hosts": [], "any_host": True,
             "serves_federation": False,
-            "routes": [_forward("acme-challenge", ["MX12"], "prefix", "/.well-known/acme-challenge", "acme", body_limit, timeout="default")],
+            "routes": [_forward("acme-challenge", ["MX12"], "prefix", _ACME_CHALLENGE_PREFIX, "acme", body_limit, timeout="default")],
             "fallback": {"redirect": "https", "port_suffix": spec.get("https_redirect_port_suffix", ""), "status": 301},
         })
 
@@ -284,7 +285,12 @@ def route_table(spec):
         by_name[vhost]["routes"].append(route)
 
     table = {"vhosts": vhosts, "upstreams": upstreams, "errors": {str(s): error_document(s) for s in sorted(ERRORS)},
-             "ports": sorted({v["port"] for v in vhosts if v["tls"]})}
+             "ports": sorted({v["port"] for v in vhosts if v["tls"]}),
+             # The homeserver flavour's URL layout, for what is not a proxy route
+             # (the homeserver role's health wait, the matrix scenario's checks).
+             "paths": {"client": list(prefixes["client"]), "admin": list(prefixes["admin"]),
+                       "federation": list(_FEDERATION_PREFIXES), "health": _HEALTH_PATH,
+                       "acme_challenge": _ACME_CHALLENGE_PREFIX + "/"}}
     check_table(table)
     return table
 

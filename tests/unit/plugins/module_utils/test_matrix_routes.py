@@ -278,3 +278,15 @@ def test_an_extra_route_behind_a_broader_one_is_refused():
 def test_bad_extra_routes_name_the_route(item, words):
     with pytest.raises(RouteTableError, match=re.escape(words)):
         route_table(dict(BASE, extra_routes=[item]))
+
+
+@pytest.mark.parametrize(
+    "shape,client,admin",
+    [("delegated_two_ports", ["/_matrix", "/_synapse/client"], ["/_synapse/admin"]),
+     ("palpo_socket", ["/_matrix", "/_palpo/client"], ["/_palpo/admin"])],
+)
+def test_paths_are_the_flavour_layout_the_routes_use(shape, client, admin):
+    result = table(shape)
+    assert (result["paths"]["client"], result["paths"]["admin"], result["paths"]["health"]) == (client, admin, "/health")
+    routed = {r["match"]["path"] for v in result["vhosts"] for r in v["routes"]}
+    assert set(client + admin + ["/health"]) <= routed
