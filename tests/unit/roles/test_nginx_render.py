@@ -3,17 +3,18 @@
 One ansible-playbook run (localhost, connection local, no nginx needed) derives the shared
 facts with the real mxedge.matrix.matrix role for each variable set and renders the nginx
 role's templates into a temporary directory, with the role's own defaults and vars. The
-tests then read the rendered text. When an nginx binary is on PATH and we are root, each
-rendered tree is also checked with `nginx -t`, the role's own gate.
+tests then read the rendered text. Each rendered tree is also checked with `nginx -t`, the
+role's own gate, by an nginx of the version it was rendered for: this machine's (as root) or
+Debian 13's in a container (daemon_checks.py).
 """
 
 import json
-import os
 import pathlib
 import re
 import shutil
 import subprocess
 
+import daemon_checks
 import pytest
 from render import render
 
@@ -32,6 +33,13 @@ VARIANTS = {
             "matrix_server_name": "example.test",
             "matrix_homeserver_fqdn": "matrix.example.test",
             "matrix_admin_allowed_networks": ["10.0.0.0/8", "2001:db8::/32"],
+            # The operator's own routes (the table renders them like its own).
+            "matrix_extra_routes": [
+                {"vhost": "well_known", "id": "support", "kind": "exact", "path": "/.well-known/matrix/support",
+                 "action": "static", "body": '{"contacts":[]}'},
+                {"vhost": "client", "id": "no-metrics", "kind": "prefix", "path": "/_synapse/metrics",
+                 "action": "refuse", "status": 403},
+            ],
             "mx_ipv6": True,
         },
         "1.22.1",
@@ -121,7 +129,7 @@ PLAYBOOK = """
         dest: "{out}/{{{{ inventory_hostname }}}}.json"
         mode: "0644"
         content: "{{{{ {{'files': __render_files, 'placement': _matrix_well_known_placement,
-          'disable_default_site': _nginx_disable_default_site | bool, 'upstream': _nginx_upstream_server,
+          'disable_default_site': _nginx_disable_default_site | bool, 'routes': _matrix_routes,
           'client_body': _matrix_well_known_client_body}} | to_json }}}}"
       vars:
         __render_files: "{{{{ dict(_nginx_config_files | map(attribute='dest') | zip(query('ansible.builtin.template',
@@ -150,6 +158,7 @@ def rendered(tmp_path_factory):
             "dir": tree,
             "main": (tree / "nginx.conf").read_text(),
             "matrix": (tree / "mxedge" / "matrix.conf").read_text(),
+            "errors": (tree / "mxedge" / "errors.inc").read_text(),
             "derived": data,
         }
     return result
@@ -177,9 +186,35 @@ def _server(text, port):
     return found[0]
 
 
+def _locations(block):
+    """{(modifier, path): body text} of the location blocks directly inside a server block."""
+    found, lines = {}, block.splitlines()
+    for index, line in enumerate(lines):
+        head = re.match(r"^ {4}location (=|\^~)? ?(\S+) \{$", line)
+        if head:
+            depth, body = 1, []
+            for inner in lines[index + 1:]:
+                code = inner.split("#", 1)[0]
+                depth += code.count("{") - code.count("}")
+                if depth == 0:
+                    break
+                body.append(inner)
+            found[(head.group(1) or "", head.group(2))] = "\n".join(body)
+    return found
+
+
+def _location(block, modifier, path):
+    return _locations(block)[(modifier, path)]
+
+
+def _nginx_unquote(text):
+    """The value nginx reads from a double-quoted string (backslash escapes)."""
+    return re.sub(r'\\(["\'\\])', r"\1", text)
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_every_file_starts_with_the_managed_header(rendered, name):
-    for key in ("main", "matrix"):
+    for key in ("main", "matrix", "errors"):
         assert rendered[name][key].startswith("#\n# Ansible managed"), key
 
 
@@ -187,7 +222,7 @@ def test_every_file_starts_with_the_managed_header(rendered, name):
 def test_proxy_pass_has_no_uri_part_and_forwarded_headers_are_overwritten(rendered, name):
     text = rendered[name]["matrix"]
     passes = re.findall(r"^\s*proxy_pass\s+([^;]+);", text, re.M)
-    challenge = {"http://127.0.0.1:8999"} if name.startswith("acme") else set()
+    challenge = {"http://mxedge_acme"} if name.startswith("acme") else set()
     assert passes and set(passes) == {"http://mxedge_homeserver"} | challenge
     assert "$proxy_add_x_forwarded_for" not in text
     for block in _servers(text):
@@ -226,7 +261,9 @@ def test_delegated_layout(rendered):
     well_known = [b for b in _servers(text) if "server_name example.test;" in b]
     assert len(well_known) == 1 and "listen 443 ssl http2;" in well_known[0]
     assert "proxy_pass" not in well_known[0]
-    assert 'add_header Access-Control-Allow-Origin "*" always;' in well_known[0]
+    assert "include mxedge/errors.inc;" in well_known[0]  # CORS on its errors (MX11)
+    for kind in ("server", "client"):
+        assert 'set $mxedge_cors "*";' in _location(well_known[0], "=", f"/.well-known/matrix/{kind}")
     assert "location = /.well-known/matrix/server" not in client
     assert "listen [::]:443 ssl http2;" in client and "listen [::]:8448 ssl http2;" in federation
     assert "http2 on;" not in text  # nginx 1.22 takes http2 on the listen line
@@ -234,11 +271,13 @@ def test_delegated_layout(rendered):
     for prefix in ("/_matrix", "/_synapse/client"):
         assert f"location ^~ {prefix} {{" in client
     assert "location = /health {" in client
-    admin = re.search(r"location \^~ /_synapse/admin \{(.*?)\}", client, re.S).group(1)
+    admin = _location(client, "^~", "/_synapse/admin")
     assert "allow 10.0.0.0/8;" in admin and "allow 2001:db8::/32;" in admin and "deny all;" in admin
+    # A raw URI outside the admin prefix is refused like a source outside the list: nginx checks it first.
+    assert re.search(r'if \(\$request_uri !~ "[^"]+"\) \{\s*return 403;', admin)
     # federation: /_matrix only, admin always 403
     assert "location ^~ /_synapse/client" not in federation and "location = /health" not in federation
-    assert re.search(r"location \^~ /_synapse/admin \{\s*return 403;\s*\}", federation)
+    assert re.fullmatch(r"\s*(#[^\n]*\n\s*)*return 403;\s*", _location(federation, "^~", "/_synapse/admin"))
     assert "client_max_body_size 52428800;" in client
     assert "ssl_ecdh_curve X25519:prime256v1:secp384r1;" in rendered["delegated"]["main"]
 
@@ -251,8 +290,8 @@ def test_single_port_socket_palpo_layout(rendered):
     assert "server unix:/run/palpo/palpo.sock;" in text
     assert "listen 443 ssl;" in client and "http2 on;" in client and "[::]" not in client
     assert "location ^~ /_palpo/client {" in client and "/_synapse" not in client
-    assert re.search(r"location \^~ /_palpo/admin \{\s*return 403;\s*\}", client)
-    assert "alias /etc/nginx/mxedge/well-known/server;" in client
+    assert re.fullmatch(r"\s*(#[^\n]*\n\s*)*return 403;\s*", _location(client, "^~", "/_palpo/admin"))
+    assert "alias /etc/nginx/mxedge/static/well-known-server;" in client
     main = rendered["single_port_socket_palpo"]["main"]
     assert "ssl_ecdh_curve X25519MLKEM768:X25519:prime256v1:secp384r1;" in main
 
@@ -260,7 +299,7 @@ def test_single_port_socket_palpo_layout(rendered):
 def test_same_host_not_on_443_gets_its_own_well_known_block(rendered):
     variant = rendered["same_host_not_on_443"]
     assert variant["derived"]["placement"] == "separate"
-    assert variant["derived"]["upstream"] == "[::1]:8008"
+    assert "server [::1]:8008;" in variant["matrix"]
     well_known = _server(variant["matrix"], 443)
     assert "server_name matrix.example.test;" in well_known
     assert "add_header X-Well-Known yes;" in well_known
@@ -314,30 +353,231 @@ def test_acme_port_80_forwards_the_challenge_and_redirects_the_rest(rendered):
     assert "listen 80 default_server;" in plain and "listen [::]:80 default_server;" in plain
     assert "ssl" not in plain
     assert variant["derived"]["disable_default_site"] is True
-    challenge = re.search(r"location \^~ /\.well-known/acme-challenge/ \{(.*?)\}", plain, re.S).group(1)
-    assert "proxy_pass http://127.0.0.1:8999;" in challenge
-    assert "proxy_set_header Host $mxedge_matrix_host;" in challenge
+    challenge = _location(plain, "^~", "/.well-known/acme-challenge")
+    assert "proxy_pass http://mxedge_acme;" in challenge
+    assert re.search(r"upstream mxedge_acme \{\s*server 127\.0\.0\.1:8999;", variant["matrix"])
+    assert "proxy_set_header Host $mxedge_matrix_host;" in plain
     # Everything else: to HTTPS on the client port, host without port, URI as sent.
-    rest = re.search(r"location / \{(.*?)\}", plain, re.S).group(1)
+    rest = _location(plain, "", "/")
     assert "return 301 https://$host:8443$request_uri;" in rest
 
 
-def _version(text):
-    return tuple(int(part) for part in text.split("."))
+# --- the route table, rendered (issue 19) ---
 
 
-@pytest.mark.skipif(not shutil.which("nginx") or os.geteuid() != 0, reason="needs nginx and root")
+def _vhost_block(variant, vhost):
+    """The server block of matrix.conf that renders the table's listener `vhost`."""
+    names = " ".join(vhost["hosts"]) or "_"
+    found = [b for b in _servers(variant["matrix"])
+             if re.search(rf"^\s*listen {vhost['port']}[ ;]", b, re.M) and f"server_name {names};" in b]
+    assert len(found) == 1, (vhost["name"], found)
+    return found[0]
+
+
+def _raw_check(body):
+    """(regex nginx compiles, status) of a location's raw-URI check, or None."""
+    match = re.search(r'if \(\$request_uri !~ "((?:[^"\\]|\\.)*)"\) \{\s*return (\d+);\s*\}', body)
+    return (_nginx_unquote(match.group(1)), int(match.group(2))) if match else None
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_route_of_the_table_is_a_location_in_order(rendered, name):
+    variant = rendered[name]
+    table = variant["derived"]["routes"]
+    for vhost in table["vhosts"]:
+        block = _vhost_block(variant, vhost)
+        locations = _locations(block)
+        heads = [key for key in locations if key[1] != "/"]
+        assert heads == [("=" if r["match"]["kind"] == "exact" else "^~", r["match"]["path"]) for r in vhost["routes"]]
+        for route in vhost["routes"]:
+            body = locations[("=" if route["match"]["kind"] == "exact" else "^~", route["match"]["path"])]
+            # The block names the behaviours the route implements (MXnn comment line above it).
+            assert f"# {' '.join(route['behaviours'])} {route['id']}\n    location " in block
+            if route["action"] == "forward":
+                assert f"proxy_pass http://mxedge_{route['upstream']};" in body
+                assert f"client_max_body_size {route['policy']['body_limit']};" in body
+                for network in route["allow_sources"]:
+                    assert f"allow {network};" in body
+                assert ("deny all;" in body) == bool(route["allow_sources"])
+            elif route["action"] == "static":
+                assert f"alias /etc/nginx/mxedge/static/{route['id']};" in body
+                assert f"default_type {route['content_type']};" in body
+                assert ('set $mxedge_cors "*";' in body) == route["cors"]
+            else:
+                assert re.fullmatch(rf"\s*(#[^\n]*\n\s*)*return {route['status']};\s*", body), body
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_forward_and_static_route_checks_the_raw_uri_against_the_table(rendered, name):
+    """MX04, exact routes included (issue 18: `location = /health` had no raw check)."""
+    variant = rendered[name]
+    for vhost in variant["derived"]["routes"]["vhosts"]:
+        locations = _locations(_vhost_block(variant, vhost))
+        for route in vhost["routes"]:
+            body = locations[("=" if route["match"]["kind"] == "exact" else "^~", route["match"]["path"])]
+            if route["action"] == "refuse":
+                assert _raw_check(body) is None  # refused whatever the raw URI is
+                continue
+            status = route["refuse"]["status"] if route.get("allow_sources") else 404
+            assert _raw_check(body) == (route["match"]["raw_regex"], status), (route["id"], body)
+
+
+def _normalise(raw):
+    """nginx's $uri for a raw request URI: percent-decoded, then slashes merged and dot-segments resolved.
+
+    None when the dot-segments climb above the root: nginx refuses that URI with 400 before any location.
+    """
+    path = re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), raw.split("?", 1)[0])
+    out = []
+    for segment in re.sub(r"/+", "/", path).split("/")[1:]:
+        if segment == "..":
+            if not out:
+                return None
+            out.pop()
+        elif segment != ".":
+            out.append(segment)
+    return "/" + "/".join(out) + ("/" if path.endswith(("/", "/.", "/..")) and out else "")
+
+
+def _nginx_answers(block, raw, source):
+    """What a server block does with `raw` from `source`, as nginx would: "forward", "static" or a status."""
+    import ipaddress  # pylint: disable=import-outside-toplevel
+
+    uri, locations = _normalise(raw), _locations(block)
+    if uri is None:
+        return 404  # nginx's 400 for an unparsable URI, answered as the table's 404 (errors.inc)
+    body = locations.get(("=", uri))
+    if body is None:
+        prefixes = [key for key in locations if key[0] in ("^~", "") and uri.startswith(key[1])]
+        body = locations[max(prefixes, key=lambda key: len(key[1]))]
+    check = _raw_check(body)
+    if check and not re.search(check[0], raw):
+        return check[1]
+    allowed = re.findall(r"allow (\S+);", body)
+    if "deny all;" in body and not any(ipaddress.ip_address(source) in ipaddress.ip_network(n) for n in allowed):
+        return 403
+    if "proxy_pass" in body:
+        return "forward"
+    if "alias" in body:
+        return "static"
+    return int(re.search(r"return (\d+)", body).group(1))
+
+
+ISSUE_18 = [
+    # Normalise to an exact-match route but name the admin API raw (issue 18).
+    "/_synapse/admin/v2/users/%2E%2E%2F%2E%2E%2F%2E%2E%2F%2E%2E%2Fhealth",
+    "/_synapse/admin/v2/users/%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2fhealth",
+    "/_synapse/admin/v1/users/%2E%2E/%2E%2E/%2E%2E/%2E%2E/health?x=1",
+    # ... or a prefix route.
+    "/_synapse/admin/v2/users/%2E%2E%2F%2E%2E%2F%2E%2E%2F%2E%2E%2F_matrix%2Fclient%2Fversions",
+    "/_synapse/admin/v2/users/%2E%2E%2F%2E%2E%2F%2E%2E%2F%2E%2E%2F_synapse%2Fclient%2Fx",
+    # Case and double-slash variants, and the admin API by its other spellings.
+    "/_SYNAPSE/admin/v1/server_version",
+    "//_synapse/admin/v1/server_version",
+    "/_synapse//admin/v1/server_version",
+    "/_matrix/../_synapse/admin/v1/server_version",
+    "/_matrix/%2e%2e/_synapse/admin/v1/server_version",
+    "/_synapse/%61dmin/v1/server_version",
+    "/health/../_synapse/admin/v1/server_version",
+    "/.well-known/matrix/%2E%2E/%2E%2E/%2E%2E/_synapse/admin/v1/server_version",
+]
+
+
+@pytest.mark.parametrize("raw", ISSUE_18)
+@pytest.mark.parametrize("name", ["delegated", "same_host_not_on_443", "extras_no_well_known"])
+def test_no_admin_bypass_through_a_route_the_path_normalises_to(rendered, name, raw):
+    variant = rendered[name]
+    client = next(v for v in variant["derived"]["routes"]["vhosts"] if v["name"] == "client")
+    assert _nginx_answers(_vhost_block(variant, client), raw, "192.0.2.7") in (403, 404), raw
+
+
+def test_the_emulation_forwards_what_it_should(rendered):
+    variant = rendered["delegated"]
+    vhosts = {v["name"]: v for v in variant["derived"]["routes"]["vhosts"]}
+    client = _vhost_block(variant, vhosts["client"])
+    assert _nginx_answers(client, "/health", "192.0.2.7") == "forward"
+    assert _nginx_answers(client, "/health?probe=1", "192.0.2.7") == "forward"
+    assert _nginx_answers(client, "/_matrix/client/v3/directory/room/%23a%2Fb%3Ax", "192.0.2.7") == "forward"
+    assert _nginx_answers(client, "/_synapse/admin/v1/server_version", "10.1.2.3") == "forward"
+    assert _nginx_answers(client, "/_synapse/admin/v1/server_version", "192.0.2.7") == 403
+    assert _nginx_answers(client, "/_synapse/%61dmin/v1/server_version", "192.0.2.7") == 403
+    assert _nginx_answers(client, "/_matrixfoo", "192.0.2.7") == 404
+    assert _nginx_answers(client, "/elsewhere", "192.0.2.7") == 404
+    well_known = _vhost_block(variant, vhosts["well_known"])
+    assert _nginx_answers(well_known, "/.well-known/matrix/server", "192.0.2.7") == "static"
+    assert _nginx_answers(well_known, "/.well-known/x/%2E%2E/matrix/server", "192.0.2.7") == 404
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_own_errors_are_the_table_json_with_cors(rendered, name):
+    """MX11: every error nginx makes is the table's body, application/json, CORS, Retry-After on 5xx."""
+    variant = rendered[name]
+    errors, table = variant["errors"], variant["derived"]["routes"]
+    assert table["errors"] and set(table["errors"]) >= {"403", "404", "413", "502", "503", "504"}
+    for status, error in table["errors"].items():
+        assert f"error_page {status} @mxedge_error_{status};" in errors
+        body = re.search(rf"^location @mxedge_error_{status} \{{\n(.*?)^\}}", errors, re.M | re.S).group(1)
+        assert "types { }" in body and "default_type application/json;" in body
+        assert 'set $mxedge_cors "*";' in body
+        assert (f"set $mxedge_retry_after {error.get('retry_after')};" in body) == ("retry_after" in error)
+        returned = re.search(r'return (\d+) "((?:[^"\\]|\\.)*)";', body)
+        assert (int(returned.group(1)), _nginx_unquote(returned.group(2))) == (error["status"], error["body"])
+        assert json.loads(error["body"]) == {"errcode": error["errcode"], "error": error["error"]}
+    # nginx's own 400 (a URI climbing above the root, no Host) comes before any location and
+    # without a URI: an internal location answers it with the table's 404.
+    internal = re.search(r"^error_page 400 =404 (\S+);\nlocation = (\S+) \{\n(.*?)^\}", errors, re.M | re.S)
+    assert internal and internal.group(1) == internal.group(2), errors
+    assert "internal;" in internal.group(3) and 'set $mxedge_cors "*";' in internal.group(3)
+    returned = re.search(r'return 404 "((?:[^"\\]|\\.)*)";', internal.group(3))
+    assert _nginx_unquote(returned.group(1)) == table["errors"]["404"]["body"]
+    # The headers: at server level, empty unless set, so add_header of the extras keeps applying.
+    assert "add_header Access-Control-Allow-Origin $mxedge_cors always;" in errors
+    assert "add_header Retry-After $mxedge_retry_after always;" in errors
+    assert 'set $mxedge_cors "";' in errors and 'set $mxedge_retry_after "";' in errors
+    for block in _servers(variant["matrix"]):
+        assert block.count("include mxedge/errors.inc;") == 1
+        for body in _locations(block).values():
+            assert "add_header" not in body and "error_page" not in body
+    # The homeserver's own errors are never replaced.
+    assert not re.search(r"^\s*proxy_intercept_errors", variant["matrix"] + errors + variant["main"], re.M)
+    # What the role refuses or leaves unrouted goes through those error pages.
+    for status in re.findall(r"^\s*return (\d+);", variant["matrix"], re.M):
+        assert status in table["errors"], status
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_rendered_configuration_cites_every_behaviour_of_the_contract(rendered, name):
+    """Each behaviour of docs/contract.md that applies to this variant is named by a comment (MXnn)."""
+    from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_routes import BEHAVIOURS  # pylint: disable=import-outside-toplevel
+
+    variant = rendered[name]
+    table = variant["derived"]["routes"]
+    names = {v["name"] for v in table["vhosts"]}
+    routes = [r for v in table["vhosts"] for r in v["routes"]]
+    not_applicable = set()
+    if "federation" not in names:
+        not_applicable.add("MX02")  # single-port: no federation listener of its own
+    if not any(r["action"] == "static" for r in routes):
+        not_applicable.add("MX03")  # matrix_well_known_serve: false
+    if "http" not in names:
+        not_applicable.add("MX12")  # no plain-HTTP listener without ACME
+    text = "\n".join(variant[key] for key in ("main", "matrix", "errors"))
+    cited = {i for line in text.splitlines() if line.strip().startswith("#") for i in re.findall(r"\bMX\d\d\b", line)}
+    assert cited <= set(BEHAVIOURS), cited - set(BEHAVIOURS)
+    assert set(BEHAVIOURS) - not_applicable - cited == set(), "behaviours without a comment in the rendered configuration"
+    assert {i for r in routes for i in r["behaviours"]} <= cited
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_nginx_accepts_the_rendered_tree(rendered, name, tmp_path):
-    version = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False).stderr
-    installed = _version(re.search(r"nginx/([0-9.]+)", version).group(1))
-    wanted = _version(VARIANTS[name][1])
-    if (installed >= (1, 25, 1)) != (wanted >= (1, 25, 1)):
-        pytest.skip(f"variant pretends nginx {VARIANTS[name][1]}, this host has {version.strip()}")
-    if "X25519MLKEM768" in rendered[name]["main"]:
-        openssl = subprocess.run(["openssl", "version"], capture_output=True, text=True, check=False).stdout
-        if not re.search(r"OpenSSL 3\.([5-9]|\d\d)", openssl):
-            pytest.skip("variant pretends OpenSSL >= 3.5")
+    # This machine's nginx (as root), or Debian 13's in a container (daemon_checks.py).
+    pretended, needs_openssl_35 = VARIANTS[name][1], "X25519MLKEM768" in rendered[name]["main"]
+    nginx = daemon_checks.nginx_for(pretended, needs_openssl_35)
+    if nginx is None:
+        found = ", ".join(map(str, daemon_checks.nginxes())) or "none"
+        pytest.skip(f"no nginx for a tree rendered for nginx {pretended}"
+                    f"{' and OpenSSL >= 3.5' if needs_openssl_35 else ''} (found: {found}); "
+                    "scripts/bootstrap.sh ensure_unit_daemons installs them")
     tree = tmp_path / "nginx"
     shutil.copytree(rendered[name]["dir"], tree)
     (tree / "mime.types").write_text("types { application/json json; }\n")
@@ -350,5 +590,5 @@ def test_nginx_accepts_the_rendered_tree(rendered, name, tmp_path):
     conf = tree / "mxedge" / "matrix.conf"
     text = re.sub(r"(ssl_certificate) \S+;", rf"\1 {cert};", conf.read_text())
     conf.write_text(re.sub(r"(ssl_certificate_key) \S+;", rf"\1 {key};", text))
-    proc = subprocess.run(["nginx", "-t", "-c", str(tree / "nginx.conf")], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
+    proc = nginx.test(tree / "nginx.conf", tmp_path)
+    assert proc.returncode == 0, f"{nginx}: {proc.stderr}"
