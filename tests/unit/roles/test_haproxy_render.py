@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 
+import daemon_checks
 import pytest
 from render import render
 
@@ -32,6 +33,13 @@ VARIANTS = {
         "matrix_homeserver_fqdn": "matrix.example.test",
         "matrix_federation_port": 443,
         "matrix_admin_allowed_networks": ["127.0.0.0/8", "2001:db8::/32"],
+        # The e2e inventory's operator routes: a static document, a refused prefix.
+        "matrix_extra_routes": [
+            {"vhost": "well_known", "id": "support", "kind": "exact", "path": "/.well-known/matrix/support",
+             "action": "static", "body": '{"contacts":[]}'},
+            {"vhost": "client", "id": "no-metrics", "kind": "prefix", "path": "/_synapse/metrics", "action": "refuse",
+             "status": 403},
+        ],
         "mx_ipv6": True,
     },
     # The e2e hs2: federation on 8448, no well-known.
@@ -122,21 +130,24 @@ PLAYBOOK = """
         dest: "{{{{ _haproxy_config_path }}}}"
         mode: "0644"
 
-    - name: Copy the Lua helpers
-      ansible.builtin.copy:
-        src: "{role}/files/mxedge_matrix.lua"
+    - name: Render the Lua helpers
+      ansible.builtin.template:
+        src: "{role}/templates/mxedge_matrix.lua.j2"
         dest: "{{{{ _haproxy_lua_path }}}}"
         mode: "0644"
 
-    - name: Write the well-known bodies as the role does
+    - name: Create the directory of the static answers
+      ansible.builtin.file:
+        path: "{{{{ _haproxy_static_dir }}}}"
+        state: directory
+        mode: "0755"
+
+    - name: Write the static answers as the role does
       ansible.builtin.copy:
-        content: "{{{{ item.body }}}}"
-        dest: "{{{{ item.path }}}}"
+        content: "{{{{ item.1.body }}}}"
+        dest: "{{{{ _haproxy_static_dir }}}}/{{{{ item.0.name }}}}.{{{{ item.1.id }}}}"
         mode: "0644"
-      loop:
-        - {{path: "{{{{ _haproxy_well_known_server_path }}}}", body: "{{{{ _matrix_well_known_server_body }}}}"}}
-        - {{path: "{{{{ _haproxy_well_known_client_path }}}}", body: "{{{{ _matrix_well_known_client_body }}}}"}}
-      when: matrix_well_known_serve | bool
+      loop: "{{{{ _haproxy_static_routes }}}}"
 
     - name: Record the facts the tests compare against
       ansible.builtin.copy:
@@ -144,7 +155,7 @@ PLAYBOOK = """
         mode: "0644"
         content: "{{{{ {{'server_body': _matrix_well_known_server_body, 'client_body': _matrix_well_known_client_body,
           'cert_path': _haproxy_crt_path, 'derived_bundle': mx_derived_bundle, 'bundle': _matrix_tls_bundle_path,
-          'inputs': _haproxy_tls_inputs}} | to_json }}}}"
+          'inputs': _haproxy_tls_inputs, 'routes': _matrix_routes, 'static_dir': _haproxy_static_dir}} | to_json }}}}"
 """
 
 
@@ -182,6 +193,12 @@ def _frontends(text, tls=True):
             if key.startswith("frontend ") and ("_http_" not in key) == tls}
 
 
+def _vhost_rule(vhost, hosts):
+    """The rule choosing `vhost` by its Host names."""
+    return (f"http-request set-var(txn.mx_vhost) str({vhost}) if !{{ var(txn.mx_vhost) -m found }} "
+            f"{{ var(txn.mx_host) -m str {hosts} }}")
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_common_behaviour(rendered, name):
     text = rendered[name]["cfg"]
@@ -201,27 +218,33 @@ def test_common_behaviour(rendered, name):
         assert "http-request set-header X-Forwarded-For %[src]" in lines, port
         assert "http-request set-header X-Forwarded-Proto https if { ssl_fc }" in lines, port
         assert "http-request set-var(txn.mx_path) path,lua.mx_normalize_path" in lines, port
-        assert lines[-1] == "default_backend be_matrix_not_found", port
+        assert "filter lua.mx_body_limit" in lines, port
+        assert lines[-1] == "default_backend be_matrix_error_404", port
         assert all(re.search(r"\bssl crt \S+ alpn h2,http/1.1$", line) for line in lines if line.startswith("bind "))
-        # Security rules come before anything an operator extra or a use_backend can do.
-        admin = next(i for i, line in enumerate(lines) if line.startswith("http-request return status 403"))
+        # Security rules (the role's own http-request rules) come before anything
+        # an operator extra or a use_backend can do.
         first_backend = next(i for i, line in enumerate(lines) if line.startswith(("use_backend", "default_backend")))
-        assert admin < first_backend
         assert not any(line.startswith("http-request") for line in lines[first_backend:]), port
 
 
 @pytest.mark.parametrize("name", [n for n, v in VARIANTS.items() if v.get("matrix_well_known_serve", True)])
 def test_well_known_bodies_are_the_facts_byte_for_byte(rendered, name):
+    """MX03: every static route of the table is served from a file holding its exact bytes, with CORS."""
     variant = rendered[name]
-    for kind in ("server", "client"):
-        path = variant["dir"] / "matrix" / f"well-known-{kind}.json"
-        assert path.read_bytes() == variant["facts"][f"{kind}_body"].encode()
+    table = variant["facts"]["routes"]
+    static = [(v, r) for v in table["vhosts"] for r in v["routes"] if r["action"] == "static"]
+    bodies = {r["match"]["path"].rsplit("/", 1)[1]: r["body"] for _v, r in static}
+    assert {k: bodies[k] for k in ("server", "client")} == {
+        "server": variant["facts"]["server_body"], "client": variant["facts"]["client_body"]}
+    lines = [line.strip() for line in variant["cfg"].splitlines()]
+    for vhost, route in static:
+        path = pathlib.Path(variant["facts"]["static_dir"]) / f"{vhost['name']}.{route['id']}"
+        assert path.read_bytes() == route["body"].encode()
         rule = (
             f"http-request return status 200 content-type application/json file {path} "
-            'hdr Access-Control-Allow-Origin "*" if mx_vhost_well_known '
-            f"{{ var(txn.mx_path) -m str /.well-known/matrix/{kind} }}"
+            f'hdr Access-Control-Allow-Origin "*" if mx_route_{vhost["name"]}_{route["id"]}'
         )
-        assert rule in [line.strip() for line in variant["cfg"].splitlines()], rule
+        assert rule in lines, rule
 
 
 def test_delegated_single_port(rendered):
@@ -232,14 +255,29 @@ def test_delegated_single_port(rendered):
     lines = frontends[443]
     assert f"bind 0.0.0.0:443 ssl crt {variant['facts']['cert_path']} alpn h2,http/1.1" in lines
     assert any(line.startswith("bind [::]:443 v6only ") for line in lines)
-    assert "acl mx_vhost_client var(txn.mx_host) -m str matrix.example.test" in lines
-    assert "acl mx_vhost_well_known var(txn.mx_host) -m str example.test" in lines
-    assert "acl mx_admin_allowed src 127.0.0.0/8 2001:db8::/32" in lines
-    assert "acl mx_path_admin var(txn.mx_path) -i -m beg /_synapse/admin" in lines
-    assert "acl mx_path_client var(txn.mx_path) -m beg /_matrix /_synapse/client" in lines
-    assert "use_backend be_matrix_homeserver if mx_vhost_client mx_path_admin mx_admin_allowed" in lines
+    assert _vhost_rule("client", "matrix.example.test") in lines
+    assert _vhost_rule("well_known", "example.test") in lines
+    assert "acl mx_allowed_client_admin-synapse-admin src 127.0.0.0/8 2001:db8::/32" in lines
+    assert "acl mx_path_client_admin-synapse-admin var(txn.mx_path) -i -m beg /_synapse/admin/" in lines
+    assert "acl mx_path_client_api-matrix var(txn.mx_path) -i -m beg /_matrix/" in lines
+    assert "acl mx_path_client_api-synapse-client var(txn.mx_path) -i -m beg /_synapse/client/" in lines
+    assert "acl mx_path_client_health var(txn.mx_path) -i -m str /health" in lines
+    # Routes in the table's order, the first whose match holds answers.
+    selected = [line.split()[2] for line in lines if line.startswith("http-request set-var(txn.mx_route)")]
+    assert selected == ["str(client.admin-synapse-admin)", "str(client.api-matrix)", "str(client.api-synapse-client)",
+                        "str(client.health)", "str(client.no-metrics)", "str(well_known.well-known-server)",
+                        "str(well_known.well-known-client)", "str(well_known.support)"]
+    # matrix_extra_routes: rendered like the table's own routes.
+    assert ('http-request return status 403 content-type application/json string '
+            '\'{"errcode":"M_FORBIDDEN","error":"Forbidden"}\' hdr Access-Control-Allow-Origin "*" '
+            "if mx_route_client_no-metrics") in lines
+    # MX06: from an allowed source the admin route is forwarded; from others, the 403.
+    assert ('http-request return status 403 content-type application/json string '
+            '\'{"errcode":"M_FORBIDDEN","error":"Forbidden"}\' hdr Access-Control-Allow-Origin "*" '
+            "if mx_route_client_admin-synapse-admin !mx_allowed_client_admin-synapse-admin") in lines
+    assert "use_backend be_matrix_homeserver if mx_route_client_admin-synapse-admin" in lines
     assert "chroot /var/lib/haproxy" in _sections(text)["global"]
-    assert "server homeserver 127.0.0.1:8008 check" in text
+    assert "server main 127.0.0.1:8008 check" in text
 
 
 def test_separate_federation_port(rendered):
@@ -248,11 +286,19 @@ def test_separate_federation_port(rendered):
     assert sorted(frontends) == [443, 8448]
     federation = frontends[8448]
     routes = [line for line in federation if line.startswith("use_backend")]
-    assert routes == ["use_backend be_matrix_homeserver if mx_vhost_federation mx_path_federation mx_raw_federation"]
-    assert "acl mx_vhost_federation always_true" in federation
+    assert routes == ["use_backend be_matrix_homeserver if mx_route_federation_federation-matrix",
+                      "use_backend be_matrix_error_404 if mx_vhost_federation"]
+    # Any Host: the federation vhost is the port's only one.
+    assert "http-request set-var(txn.mx_vhost) str(federation) unless { var(txn.mx_vhost) -m found }" in federation
     assert "http-response set-header X-Federation yes" in federation
     assert not any("X-Federation" in line for line in frontends[443])
-    assert "well-known" not in text and "acl mx_admin_allowed always_false" in federation
+    assert "well-known" not in text
+    # An empty allow-list: the admin prefix is a refusal on every listener, forwarded nowhere.
+    for port, vhost in ((443, "client"), (8448, "federation")):
+        lines = frontends[port]
+        assert any(line.startswith("http-request return status 403 ")
+                   and line.endswith(f"if mx_route_{vhost}_admin-synapse-admin") for line in lines), port
+        assert not any("admin" in line for line in lines if line.startswith(("use_backend", "acl mx_allowed"))), port
     assert not any(line.startswith("bind [") for lines in frontends.values() for line in lines)
 
 
@@ -263,11 +309,12 @@ def test_socket_palpo_same_host(rendered):
     # Clients on 8443, but other servers look for https://<server_name>/.well-known on 443.
     assert sorted(frontends) == [443, 8443, 8448]
     client = frontends[8443]
-    assert "server homeserver unix@/run/palpo/palpo.sock check" in text
+    assert "server main unix@/run/palpo/palpo.sock check" in text
     assert not any(line.startswith("chroot") for line in _sections(text)["global"])
-    assert "acl mx_path_client var(txn.mx_path) -m beg /_matrix /_palpo/client" in client
-    assert "acl mx_path_admin var(txn.mx_path) -i -m beg /_palpo/admin" in client
-    assert "acl mx_vhost_well_known var(txn.mx_host) -m str matrix.example.test" in frontends[443]
+    assert "acl mx_path_client_api-palpo-client var(txn.mx_path) -i -m beg /_palpo/client/" in client
+    assert "acl mx_path_client_admin-palpo-admin var(txn.mx_path) -i -m beg /_palpo/admin/" in client
+    assert not any("_synapse" in line for line in text.splitlines())
+    assert _vhost_rule("well_known", "matrix.example.test") in frontends[443]
     assert "http-request set-header X-Correlation-ID %[unique-id]" in client
     # Extras: after the role's http-request rules, before its routing, in the port serving their vhost.
     position = client.index("http-response set-header X-Client yes")
@@ -282,11 +329,14 @@ def test_federation_on_443_shares_the_port_with_the_well_known_vhost(rendered):
     text = rendered["federation_on_443"]["cfg"]
     frontends = _frontends(text)
     assert sorted(frontends) == [443, 8443]
-    assert "acl mx_vhost_federation always_true" in frontends[443]
-    assert "acl mx_vhost_well_known var(txn.mx_host) -m str example.test" in frontends[443]
+    # example.test is the well-known vhost; any other Host on 443 is federation.
+    vhost_rules = [line for line in frontends[443] if line.startswith("http-request set-var(txn.mx_vhost)")]
+    assert vhost_rules == [_vhost_rule("federation", "matrix.example.test"), _vhost_rule("well_known", "example.test"),
+                           "http-request set-var(txn.mx_vhost) str(federation) unless { var(txn.mx_vhost) -m found }"]
     assert not any(line.startswith("acl mx_vhost_well_known") for line in frontends[8443])
-    assert "server homeserver [::1]:8008 check" in text
-    assert "acl mx_body_too_large req.hdr_val(content-length) gt 8388608" in frontends[8443]
+    assert "server main [::1]:8008 check" in text
+    assert "acl mx_body_too_large req.hdr_val(content-length),sub(txn.mx_body_limit) gt 0" in frontends[8443]
+    assert "http-request set-var(txn.mx_body_limit) int(8388608) if mx_route_client_api-matrix" in frontends[8443]
     assert "maxconn 12000" in _sections(text)["global"] and "maxconn 12000" in _sections(text)["defaults"]
 
 
@@ -321,13 +371,223 @@ def test_port_80_frontend_only_with_acme(rendered, name):
     lines = plain[80]
     binds = [line for line in lines if line.startswith("bind ")]
     assert binds == (["bind 0.0.0.0:80", "bind [::]:80 v6only"] if variables["mx_ipv6"] else ["bind 0.0.0.0:80"])
-    assert "acl mx_acme_challenge path -m beg /.well-known/acme-challenge/" in lines
+    assert "acl mx_path_http_acme-challenge var(txn.mx_path) -i -m beg /.well-known/acme-challenge/" in lines
+    assert "acl mx_raw_http_acme-challenge pathq -m reg '^/\\.well-known/acme-challenge(?:[/?]|$)'" in lines
     suffix = "" if variables.get("matrix_client_port", 443) == 443 else f":{variables['matrix_client_port']}"
-    assert (f"http-request redirect code 301 location https://%[var(txn.mx_host)]{suffix}%[capture.req.uri] "
-            "unless mx_acme_challenge") in lines
-    assert lines[-1] == "default_backend be_matrix_acme"
+    redirect = f"http-request redirect code 301 location https://%[var(txn.mx_host)]{suffix}%[capture.req.uri] if "
+    # Everything no route answers, and a raw URI that only normalises to the challenge.
+    assert redirect + "mx_vhost_http !{ var(txn.mx_route) -m found }" in lines
+    assert redirect + "mx_route_http_acme-challenge !mx_raw_http_acme-challenge" in lines
+    assert "use_backend be_matrix_acme if mx_route_http_acme-challenge" in lines
+    assert lines[-1] == "default_backend be_matrix_error_404"
     port = variables.get("matrix_acme_challenge_port", 8402)
-    assert sections["backend be_matrix_acme"] == [f"server acme 127.0.0.1:{port}"]
+    assert sections["backend be_matrix_acme"][-1] == f"server certbot 127.0.0.1:{port}"
+    assert "option httpchk" not in sections["backend be_matrix_acme"]
+
+
+def _quoted(text):
+    """`text` as the template quotes it for HAProxy (single quotes)."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _route_frontend(text, vhost):
+    """The lines of the frontend serving `vhost` (a dict of the table)."""
+    return _frontends(text, tls=vhost["tls"])[vhost["port"]]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_rendered_configuration_cites_every_behaviour_of_the_contract(rendered, name):
+    """Each behaviour of docs/contract.md that applies to this variant is named by a comment (MXnn)."""
+    from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_routes import BEHAVIOURS  # pylint: disable=import-outside-toplevel
+
+    variant = rendered[name]
+    table = variant["facts"]["routes"]
+    routes = [r for v in table["vhosts"] for r in v["routes"]]
+    not_applicable = set()
+    if not any(r["action"] == "static" for r in routes):
+        not_applicable.add("MX03")  # matrix_well_known_serve: false
+    if not any(not v["tls"] for v in table["vhosts"]):
+        not_applicable.add("MX12")  # no plain-HTTP listener without ACME
+    comments = [line for line in variant["cfg"].splitlines() if line.strip().startswith("#")]
+    cited = {i for line in comments for i in re.findall(r"\bMX\d\d\b", line)}
+    assert cited <= set(BEHAVIOURS), cited - set(BEHAVIOURS)
+    assert set(BEHAVIOURS) - not_applicable - cited == set(), "behaviours without a comment in the rendered configuration"
+    # Every route's block names the behaviours the table gives it.
+    for vhost in table["vhosts"]:
+        for route in vhost["routes"]:
+            header = f"# {' '.join(route['behaviours'])} route {vhost['name']}.{route['id']}: "
+            assert any(line.strip().startswith(header) for line in comments), header
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_route_checks_the_raw_uri(rendered, name):
+    """MX04: every route that forwards or answers (exact ones too, issue 18) checks the raw URI
+    against the table's raw_regex before it acts; a mismatch gets the vhost's fallback."""
+    variant = rendered[name]
+    table = variant["facts"]["routes"]
+    checked = 0
+    for vhost in table["vhosts"]:
+        lines = _route_frontend(variant["cfg"], vhost)
+        for route in vhost["routes"]:
+            key = f"{vhost['name']}_{route['id']}"
+            if route["action"] == "refuse":
+                continue
+            assert f"acl mx_raw_{key} pathq -m reg {_quoted(route['match']['raw_regex'])}" in lines, key
+            refusal = next(i for i, line in enumerate(lines) if line.endswith(f"if mx_route_{key} !mx_raw_{key}"))
+            if "redirect" in vhost["fallback"]:
+                assert lines[refusal].startswith("http-request redirect code 301 "), key
+            else:
+                fallback = vhost["fallback"]
+                assert lines[refusal].startswith(
+                    f"http-request return status {fallback['status']} content-type application/json "
+                    f'string {_quoted(fallback["body"])} hdr Access-Control-Allow-Origin "*" '), key
+            acts = [i for i, line in enumerate(lines)
+                    if line.endswith(f"if mx_route_{key}") and not line.startswith("http-request set-var")]
+            assert acts and min(acts) > refusal, key
+            checked += 1
+    # The exact-match routes are among them: /health on every client vhost.
+    exact = [r for v in table["vhosts"] for r in v["routes"] if r["match"]["kind"] == "exact" and r["action"] != "refuse"]
+    assert any(r["id"] == "health" for r in exact) and checked >= len(exact)
+    assert "acl mx_raw_client_health pathq -m reg '^/health(?:[?]|$)'" in variant["cfg"].replace("    ", "")
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_errors_the_proxy_answers_are_the_tables_matrix_json(rendered, name):
+    """MX11: 403, 404, 413 and 502/503/504 answered by HAProxy itself are the table's canonical
+    JSON bodies with Content-Type application/json and CORS; 502/503/504 carry Retry-After.
+    The homeserver's own error responses are left alone (no http-response rule rewrites them)."""
+    variant = rendered[name]
+    text = variant["cfg"]
+    errors = {int(status): error for status, error in variant["facts"]["routes"]["errors"].items()}
+    assert set(errors) == {403, 404, 413, 502, 503, 504}
+    returns = [line.strip() for line in text.splitlines() if line.strip().startswith("http-request return status")]
+    own = [line for line in returns if not line.startswith("http-request return status 200 ")]
+    assert {int(line.split()[3]) for line in own} >= {404, 413}
+    for line in own:
+        status = int(line.split()[3])
+        assert line.startswith(f"http-request return status {status} content-type application/json "
+                               f'string {_quoted(errors[status]["body"])} hdr Access-Control-Allow-Origin "*"'), line
+    sections = _sections(text)
+    for pool in variant["facts"]["routes"]["upstreams"]:
+        backend = sections[f"backend be_matrix_{pool['name']}"]
+        for status in (502, 503, 504):
+            assert (f"http-error status {status} content-type application/json string {_quoted(errors[status]['body'])} "
+                    f'hdr Access-Control-Allow-Origin "*" hdr Retry-After {errors[status]["retry_after"]}') in backend
+    assert sections["backend be_matrix_error_404"] == [
+        f'http-request return status 404 content-type application/json string {_quoted(errors[404]["body"])} '
+        'hdr Access-Control-Allow-Origin "*"']
+    # 413: at once for "Expect: 100-continue", else from the Lua service; chunked: the Lua filter.
+    lua = (variant["dir"] / "matrix" / "mxedge_matrix.lua").read_text()
+    assert f"local TOO_LARGE_BODY = {json.dumps(errors[413]['body'])}" in lua
+    assert f"local TOO_LARGE_STATUS = {errors[413]['status']}" in lua
+    assert lua.count('"access-control-allow-origin"') == 2
+    assert 'core.register_filter("mx_body_limit"' in lua and 'core.register_service("mx_too_large"' in lua
+    for port, lines in _frontends(text).items():
+        assert "http-request use-service lua.mx_too_large if mx_body_too_large" in lines, port
+    assert not re.search(r"^\s*http-response", text.replace("http-response set-header X-", ""), re.M)
+
+
+# A stand-in homeserver: logs each request it received in full, answers 200 JSON.
+UPSTREAM_SERVER = """
+import http.server, sys
+class Upstream(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.headers.get("Transfer-Encoding") == "chunked":
+            while True:
+                size = int(self.rfile.readline().strip(), 16)
+                self.rfile.read(size + 2)
+                if size == 0:
+                    break
+        else:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(sys.argv[1], "a") as log:
+            log.write(self.path + "\\n")
+        body = b'{"upstream":true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_POST = do_GET
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", 8008), Upstream).serve_forever()
+"""
+
+# HAProxy and the stand-in in namespaces of their own; requests from 10.9.9.9, outside the allow-list.
+MX11_SCRIPT = r"""
+set -u
+ip link set lo up
+ip addr add 10.9.9.9/32 dev lo
+python3 "$SCRATCH/upstream.py" "$SCRATCH/upstream.log" &
+upstream=$!
+haproxy -db -f "$SCRATCH/haproxy.cfg" >"$SCRATCH/haproxy.log" 2>&1 &
+i=0
+while ! grep -q "is UP" "$SCRATCH/haproxy.log" && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+head -c 2000000 /dev/zero >"$SCRATCH/big.bin"
+ask() {
+    name=$1; host=$2; path=$3; shift 3
+    curl -sk --path-as-is --interface 10.9.9.9 --resolve "$host:443:127.0.0.1" -o "$SCRATCH/$name.body" \
+        -D "$SCRATCH/$name.head" --max-time 20 "$@" "https://$host$path" >/dev/null
+}
+ask admin "$FQDN" /_synapse/admin/v1/server_version
+ask health_bypass "$FQDN" "/_synapse/admin/v2/users/%2E%2E%2F%2E%2E%2F%2E%2E%2F%2E%2E%2Fhealth"
+ask well_known_bypass "$NAME" "/_synapse/admin/v2/users/%2E%2E%2F%2E%2E%2F%2E%2E%2F%2E%2E%2F.well-known%2Fmatrix%2Fserver"
+ask unrouted "$FQDN" /_matrixnothing
+ask health "$FQDN" /health
+ask chunked "$FQDN" "/_matrix/media/v3/upload?chunked" --http1.1 -X POST -H "Transfer-Encoding: chunked" --data-binary @"$SCRATCH/big.bin"
+ask length "$FQDN" "/_matrix/media/v3/upload?length" -X POST -H "Expect:" --data-binary @"$SCRATCH/big.bin"
+kill "$upstream"
+ask down "$FQDN" /_matrix/client/versions
+"""
+
+
+@pytest.mark.skipif(not all(shutil.which(tool) for tool in ("haproxy", "openssl", "curl", "unshare", "ip")),
+                    reason="needs haproxy, openssl, curl, unshare and ip")
+def test_haproxy_answers_matrix_errors_and_checks_the_raw_uri(rendered, tmp_path):
+    """MX04, MX06, MX08, MX11 live: a real HAProxy on the e2e hs1 configuration (body limit lowered
+    to 1 MiB) next to a stand-in homeserver. Its own answers are the table's JSON with CORS; a URI
+    that only normalises to /health or a well-known route is not forwarded; a chunked body over
+    the limit gets the 413 and never reaches the homeserver as a request."""
+    if subprocess.run(["unshare", "--net", "--pid", "--fork", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("unshare --net --pid is not permitted here")
+    variant = rendered["delegated_single_port"]
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=matrix.example.test"],
+        capture_output=True, check=True,
+    )
+    pem = pathlib.Path(variant["facts"]["cert_path"])
+    pem.parent.mkdir(parents=True, exist_ok=True)
+    pem.write_text(cert.read_text() + key.read_text())
+    limit = int(VARIANTS["delegated_single_port"].get("matrix_max_upload_size_mb", 50)) * 1048576
+    cfg = variant["cfg"].replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock"))
+    (tmp_path / "haproxy.cfg").write_text(cfg.replace(f"int({limit})", "int(1048576)"))
+    (tmp_path / "upstream.py").write_text(UPSTREAM_SERVER)
+    env = dict(os.environ, SCRATCH=str(tmp_path), FQDN="matrix.example.test", NAME="example.test")
+    proc = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "sh", "-c", MX11_SCRIPT],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    errors = {int(status): error for status, error in variant["facts"]["routes"]["errors"].items()}
+
+    def answer(name):
+        head = (tmp_path / f"{name}.head").read_text().replace("\r", "")
+        final = head.strip().split("\n\n")[-1].split("\n")
+        headers = dict(line.split(": ", 1) for line in final[1:] if ": " in line)
+        return int(final[0].split()[1]), {k.lower(): v for k, v in headers.items()}, (tmp_path / f"{name}.body").read_text()
+
+    logs = proc.stderr + (tmp_path / "haproxy.log").read_text()
+    for name, status in (("admin", 403), ("health_bypass", 404), ("well_known_bypass", 404), ("unrouted", 404),
+                         ("chunked", 413), ("length", 413), ("down", 503)):
+        got = answer(name)
+        assert got[0] == status and got[2] == errors[status]["body"], (name, got, logs)
+        assert got[1]["content-type"] == "application/json" and got[1]["access-control-allow-origin"] == "*", (name, got)
+        assert ("retry-after" in got[1]) == (status >= 500), (name, got)
+    assert answer("health")[0] == 200
+    # The homeserver received the health checks and the /health request, nothing else.
+    received = (tmp_path / "upstream.log").read_text()
+    assert set(received.split()) == {"/health"}, received
 
 
 @pytest.mark.skipif(not (shutil.which("haproxy") and shutil.which("openssl")), reason="needs haproxy and openssl")
@@ -346,6 +606,7 @@ def test_haproxy_accepts_the_rendered_configuration(rendered, name, tmp_path):
     # A check only parses (certificates and Lua included); it binds and connects nothing.
     proc = subprocess.run(["haproxy", "-c", "-f", str(variant["dir"] / "haproxy.cfg")],
                           capture_output=True, text=True, check=False)
+    daemon_checks.record(f"HAProxy {daemon_checks.host_version('haproxy')} (this machine): haproxy -c")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -409,6 +670,8 @@ def test_haproxy_port_80_passes_the_challenge_and_redirects(rendered, name, tmp_
     env = dict(os.environ, SCRATCH=str(tmp_path), ACME_PORT=str(port), HOST1=fqdn, HOST2=variables["matrix_server_name"])
     proc = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "sh", "-c", LIVE_SCRIPT],
                           env=env, capture_output=True, text=True, timeout=60, check=False)
+    daemon_checks.record(f"HAProxy {daemon_checks.host_version('haproxy')} (this machine): "
+                         "port 80 answering curl (unshare --net --pid)")
     answers = proc.stdout.splitlines()
     assert len(answers) == 5, proc.stdout + proc.stderr
     suffix = "" if variables.get("matrix_client_port", 443) == 443 else f":{variables['matrix_client_port']}"
@@ -421,3 +684,55 @@ def test_haproxy_port_80_passes_the_challenge_and_redirects(rendered, name, tmp_
     # the request URI byte for byte: encoded slash and question mark, double slash, dot segment, query
     assert answers[4].split(" ")[:2] == [
         "301", f"https://{variables['matrix_server_name']}{suffix}/_matrix/media/v3/download/x%2Fy%3Fz//w/../v?q=%3F"]
+
+
+# Per-vhost extras with no frontend to go into: the template would drop them
+# without a word, so the preflight refuses them, naming the variable and why
+# (as nginx, Apache and Caddy do).
+PREFLIGHT_PLAYBOOK = """
+- name: Run the haproxy role's preflight, one variable set per host
+  hosts: all
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Load the role (defaults, vars, matrix dependency) and run its preflight
+      ansible.builtin.include_role:
+        name: mxedge.matrix.haproxy
+        tasks_from: preflight
+"""
+REFUSED_EXTRAS = {
+    "federation_extra_single_port": (
+        {"matrix_server_name": "example.test", "matrix_homeserver_fqdn": "matrix.example.test",
+         "matrix_federation_port": 443, "haproxy_federation_vhost_extra": "http-response set-header X-Federation yes"},
+        ["haproxy_federation_vhost_extra is set", "matrix_federation_port ==", "haproxy_client_vhost_extra"],
+    ),
+    "well_known_extra_not_served": (
+        {"matrix_server_name": "other.test", "matrix_well_known_serve": False,
+         "haproxy_well_known_vhost_extra": "http-response set-header X-Well-Known yes"},
+        ["haproxy_well_known_vhost_extra is set", "matrix_well_known_serve is false"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", REFUSED_EXTRAS)
+def test_preflight_refuses_an_extra_with_no_frontend(tmp_path, name):
+    import sys  # pylint: disable=import-outside-toplevel
+
+    import yaml  # pylint: disable=import-outside-toplevel
+    from render import ansible_playbook, collections_path  # pylint: disable=import-outside-toplevel
+
+    variables, fragments = REFUSED_EXTRAS[name]
+    host = dict(TLS, **variables, ansible_connection="local", ansible_python_interpreter=sys.executable)
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": {name: host}}}))
+    (tmp_path / "preflight.yml").write_text(PREFLIGHT_PLAYBOOK)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path(), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    env.pop("ANSIBLE_FORCE_COLOR", None)
+    proc = subprocess.run(
+        [ansible_playbook(), "-i", str(tmp_path / "inventory.yml"), str(tmp_path / "preflight.yml")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    output = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, output[-3000:]
+    assert "Assert every per-vhost extra has a virtual host to go into" in output, output[-3000:]
+    for fragment in fragments:
+        assert fragment in output, (fragment, output[-3000:])
