@@ -40,14 +40,14 @@ EXTRA_FEDERATION_RELAY = "session timeout 900"
 # Every case: the variables given to the roles. case_ipv6 stands for the
 # host's IPv6 (the matrix role derives _matrix_ipv6 from the machine).
 CASES = {
-    # DESIGN's hs1: single port 443, delegated from example.test.
+    # The test topology's hs1 (docs/contract.md): single port 443, delegated from example.test.
     "single_port_delegated": {
         "matrix_server_name": "example.test",
         "matrix_homeserver_fqdn": "matrix.example.test",
         "matrix_federation_port": 443,
         "case_ipv6": True,
     },
-    # DESIGN's hs2: federation on 8448, server_name is the host (no separate well-known host).
+    # The test topology's hs2 (docs/contract.md): federation on 8448, server_name is the host (no separate well-known host).
     "separate_federation": {
         "matrix_server_name": "other.test",
         "case_ipv6": False,
