@@ -543,6 +543,19 @@ ask down "$FQDN" /_matrix/client/versions
 """
 
 
+def _install_test_certificate(variant, tmp_path):
+    """A throw-away certificate and key, as the chain+key bundle the variant's configuration names."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=matrix.example.test"],
+        capture_output=True, check=True,
+    )
+    pem = pathlib.Path(variant["facts"]["cert_path"])
+    pem.parent.mkdir(parents=True, exist_ok=True)
+    pem.write_text(cert.read_text() + key.read_text())
+
+
 @pytest.mark.skipif(not all(shutil.which(tool) for tool in ("haproxy", "openssl", "curl", "unshare", "ip")),
                     reason="needs haproxy, openssl, curl, unshare and ip")
 def test_haproxy_answers_matrix_errors_and_checks_the_raw_uri(rendered, tmp_path):
@@ -553,15 +566,7 @@ def test_haproxy_answers_matrix_errors_and_checks_the_raw_uri(rendered, tmp_path
     if subprocess.run(["unshare", "--net", "--pid", "--fork", "true"], capture_output=True, check=False).returncode:
         pytest.skip("unshare --net --pid is not permitted here")
     variant = rendered["delegated_single_port"]
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=matrix.example.test"],
-        capture_output=True, check=True,
-    )
-    pem = pathlib.Path(variant["facts"]["cert_path"])
-    pem.parent.mkdir(parents=True, exist_ok=True)
-    pem.write_text(cert.read_text() + key.read_text())
+    _install_test_certificate(variant, tmp_path)
     limit = int(VARIANTS["delegated_single_port"].get("matrix_max_upload_size_mb", 50)) * 1048576
     cfg = variant["cfg"].replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock"))
     (tmp_path / "haproxy.cfg").write_text(cfg.replace(f"int({limit})", "int(1048576)"))
@@ -594,15 +599,7 @@ def test_haproxy_answers_matrix_errors_and_checks_the_raw_uri(rendered, tmp_path
 @pytest.mark.parametrize("name", VARIANTS)
 def test_haproxy_accepts_the_rendered_configuration(rendered, name, tmp_path):
     variant = rendered[name]
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=matrix.example.test"],
-        capture_output=True, check=True,
-    )
-    pem = pathlib.Path(variant["facts"]["cert_path"])
-    pem.parent.mkdir(parents=True, exist_ok=True)
-    pem.write_text(cert.read_text() + key.read_text())
+    _install_test_certificate(variant, tmp_path)
     # A check only parses (certificates and Lua included); it binds and connects nothing.
     proc = subprocess.run(["haproxy", "-c", "-f", str(variant["dir"] / "haproxy.cfg")],
                           capture_output=True, text=True, check=False)
@@ -652,15 +649,7 @@ def test_haproxy_port_80_passes_the_challenge_and_redirects(rendered, name, tmp_
     if subprocess.run(["unshare", "--net", "--pid", "--fork", "true"], capture_output=True, check=False).returncode:
         pytest.skip("unshare --net --pid is not permitted here")
     variant = rendered[name]
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=matrix.example.test"],
-        capture_output=True, check=True,
-    )
-    pem = pathlib.Path(variant["facts"]["cert_path"])
-    pem.parent.mkdir(parents=True, exist_ok=True)
-    pem.write_text(cert.read_text() + key.read_text())
+    _install_test_certificate(variant, tmp_path)
     # Its own admin socket, so that a HAProxy of the machine keeps its own.
     (tmp_path / "haproxy.cfg").write_text(variant["cfg"].replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock")))
     (tmp_path / "echo.py").write_text(ECHO_SERVER)
