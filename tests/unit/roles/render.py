@@ -34,8 +34,8 @@ def ansible_playbook():
     return found
 
 
-def render(out, playbook, hosts):
-    """Run `playbook` (text) for `hosts` ({name: vars}) on localhost; {name: JSON written to out/<name>.json}."""
+def run_playbook(out, playbook, hosts):
+    """Run `playbook` (text) for `hosts` ({name: vars}) on localhost, in `out`; the finished process."""
     inventory = {
         name: dict(variables, ansible_connection="local", ansible_python_interpreter=sys.executable)
         for name, variables in hosts.items()
@@ -44,9 +44,14 @@ def render(out, playbook, hosts):
     (out / "render.yml").write_text(playbook)
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path(), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
     env.pop("ANSIBLE_FORCE_COLOR", None)
-    proc = subprocess.run(
+    return subprocess.run(
         [ansible_playbook(), "-i", str(out / "inventory.yml"), str(out / "render.yml")],
         cwd=out, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
+
+
+def render(out, playbook, hosts):
+    """Run `playbook` (text) for `hosts` ({name: vars}) on localhost; {name: JSON written to out/<name>.json}."""
+    proc = run_playbook(out, playbook, hosts)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return {name: json.loads((out / f"{name}.json").read_text()) for name in hosts}

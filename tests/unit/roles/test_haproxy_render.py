@@ -17,7 +17,7 @@ import subprocess
 
 import daemon_checks
 import pytest
-from render import render
+from render import render, run_playbook
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "haproxy"
@@ -705,21 +705,9 @@ REFUSED_EXTRAS = {
 
 @pytest.mark.parametrize("name", REFUSED_EXTRAS)
 def test_preflight_refuses_an_extra_with_no_frontend(tmp_path, name):
-    import sys  # pylint: disable=import-outside-toplevel
-
-    import yaml  # pylint: disable=import-outside-toplevel
-    from render import ansible_playbook, collections_path  # pylint: disable=import-outside-toplevel
 
     variables, fragments = REFUSED_EXTRAS[name]
-    host = dict(TLS, **variables, ansible_connection="local", ansible_python_interpreter=sys.executable)
-    (tmp_path / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": {name: host}}}))
-    (tmp_path / "preflight.yml").write_text(PREFLIGHT_PLAYBOOK)
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path(), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
-    env.pop("ANSIBLE_FORCE_COLOR", None)
-    proc = subprocess.run(
-        [ansible_playbook(), "-i", str(tmp_path / "inventory.yml"), str(tmp_path / "preflight.yml")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
+    proc = run_playbook(tmp_path, PREFLIGHT_PLAYBOOK, {name: dict(TLS, **variables)})
     output = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode != 0, output[-3000:]
     assert "Assert every per-vhost extra has a virtual host to go into" in output, output[-3000:]
