@@ -625,18 +625,23 @@ def _plain(value, path):
     raise MatrixNameError("%s must be JSON data, not %s" % (path, _type_name(value)))
 
 
-def _merge(base, extra, path):
-    """Deep-merge ``extra`` into ``base`` (both plain); a key set in both must hold mappings."""
+def _merge(base, extra, path, owners=None, owner=None):
+    """Deep-merge ``extra`` into ``base`` (both plain); a key set in both must hold mappings.
+
+    ``owners`` maps the top-level keys of ``base`` to the argument that set
+    them, so that a conflict names the argument to use instead.
+    """
     for key, item in extra.items():
         where = "%s[%s]" % (path, repr(key))
+        key_owner = owner if owner is not None else (owners or {}).get(key, "another argument")
         if key not in base:
             base[key] = item
         elif isinstance(base[key], dict) and isinstance(item, dict):
-            _merge(base[key], item, where)
+            _merge(base[key], item, where, owner=key_owner)
         else:
             raise MatrixNameError(
-                "%s would override a value set from another argument; set it there "
-                "(base_url or identity_server), not in extra" % where
+                "%s would override a value set from the argument %s; set it there, not in extra"
+                % (where, key_owner)
             )
     return base
 
@@ -657,28 +662,97 @@ def well_known_server_body(server_target):
     return canonical_json({"m.server": target})
 
 
-def well_known_client_body(base_url, identity_server=None, extra=None):
+MSC2965_AUTHENTICATION = "org.matrix.msc2965.authentication"
+MSC4143_RTC_FOCI = "org.matrix.msc4143.rtc_foci"
+
+
+def _named_url(value, argument, what):
+    try:
+        return validate_https_base_url(value, what)
+    except MatrixNameError as error:
+        raise error.for_argument(argument, value)
+
+
+def _rtc_focus(value, index):
+    """One entry of ``rtc_foci``: a LiveKit JWT service URL, or a mapping with ``type``."""
+    what = "rtc_foci[%d]" % index
+    if isinstance(value, str):
+        return {"type": "livekit", "livekit_service_url": validate_https_base_url(value, what)}
+    if not isinstance(value, Mapping):
+        raise MatrixNameError(
+            "%s must be a LiveKit JWT service URL (string) or a mapping with 'type', not %s"
+            % (what, _type_name(value))
+        )
+    focus = _plain(value, what)
+    kind = focus.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise MatrixNameError("%s must have a 'type' (a non-empty string, for example 'livekit')" % what)
+    if kind == "livekit":
+        if "livekit_service_url" not in focus:
+            raise MatrixNameError("%s of type 'livekit' must have 'livekit_service_url'" % what)
+        validate_https_base_url(focus["livekit_service_url"], "%s['livekit_service_url']" % what)
+    return focus
+
+
+def _rtc_foci(value):
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise MatrixNameError("rtc_foci must be a list, not %s" % _type_name(value))
+    foci = [_rtc_focus(item, index) for index, item in enumerate(value)]
+    seen = []
+    for index, focus in enumerate(foci):
+        if focus in seen:
+            raise MatrixNameError(
+                "rtc_foci[%d] repeats rtc_foci[%d]; list each focus once" % (index, seen.index(focus))
+            )
+        seen.append(focus)
+    return foci
+
+
+def well_known_client_body(base_url, identity_server=None, extra=None,
+                           auth_issuer=None, auth_account=None, rtc_foci=None):
     """Body of ``/.well-known/matrix/client`` as canonical JSON text.
 
     ``{"m.homeserver":{"base_url":base_url}}``, plus
     ``"m.identity_server":{"base_url":identity_server}`` unless
-    ``identity_server`` is None or empty, deep-merged with ``extra`` (a mapping
-    of any JSON data). ``extra`` may add keys anywhere (also inside
-    ``m.homeserver``) but must not replace a value set from ``base_url`` or
-    ``identity_server``. Both URLs: absolute ``https``, optional port and path,
-    no user info, query or fragment; kept exactly as given (trailing slash too).
+    ``identity_server`` is None or empty; with ``auth_issuer``, the MSC2965
+    ``"org.matrix.msc2965.authentication":{"issuer":...,"account":...}``
+    (delegated authentication, e.g. Matrix Authentication Service;
+    ``account`` only with ``auth_account``, which needs ``auth_issuer``);
+    with a non-empty ``rtc_foci``, the MSC4143
+    ``"org.matrix.msc4143.rtc_foci"`` list (a string is a LiveKit JWT service
+    URL, ``{"type":"livekit","livekit_service_url":...}``; a mapping needs a
+    ``type``, and a ``livekit_service_url`` when that type is ``livekit``).
+    The result is deep-merged with ``extra`` (a mapping of any JSON data),
+    which may add keys anywhere but must not replace a value set from a named
+    argument. URLs: absolute ``https``, optional port and path, no user
+    info, query or fragment; kept exactly as given (trailing slash too).
     """
-    try:
-        base = validate_https_base_url(base_url, "homeserver base URL")
-    except MatrixNameError as error:
-        raise error.for_argument("base_url", base_url)
-    body = {"m.homeserver": {"base_url": base}}
+    body = {"m.homeserver": {"base_url": _named_url(base_url, "base_url", "homeserver base URL")}}
+    owners = {"m.homeserver": "base_url"}
     if identity_server is not None and identity_server != "":
-        try:
-            identity = validate_https_base_url(identity_server, "identity server base URL")
-        except MatrixNameError as error:
-            raise error.for_argument("identity_server", identity_server)
-        body["m.identity_server"] = {"base_url": identity}
+        body["m.identity_server"] = {
+            "base_url": _named_url(identity_server, "identity_server", "identity server base URL")
+        }
+        owners["m.identity_server"] = "identity_server"
+    if auth_account is not None and auth_account != "" and (auth_issuer is None or auth_issuer == ""):
+        raise MatrixNameError(
+            "auth_account needs auth_issuer (the account management URL belongs to an issuer)"
+        ).for_argument("auth_account", auth_account)
+    if auth_issuer is not None and auth_issuer != "":
+        authentication = {"issuer": _named_url(auth_issuer, "auth_issuer", "authentication issuer URL")}
+        if auth_account is not None and auth_account != "":
+            authentication["account"] = _named_url(auth_account, "auth_account", "account management URL")
+        body[MSC2965_AUTHENTICATION] = authentication
+        owners[MSC2965_AUTHENTICATION] = "auth_issuer"
+    try:
+        foci = _rtc_foci(rtc_foci)
+    except MatrixNameError as error:
+        raise error.for_argument("rtc_foci", rtc_foci)
+    if foci:
+        body[MSC4143_RTC_FOCI] = foci
+        owners[MSC4143_RTC_FOCI] = "rtc_foci"
     if extra is None:
         extra = {}
     if not isinstance(extra, Mapping):
@@ -686,7 +760,7 @@ def well_known_client_body(base_url, identity_server=None, extra=None):
             "extra must be a mapping (dict), not %s" % _type_name(extra)
         ).for_argument("extra", extra)
     try:
-        _merge(body, _plain(extra, "extra"), "extra")
+        _merge(body, _plain(extra, "extra"), "extra", owners)
     except MatrixNameError as error:
         raise error.for_argument("extra", extra)
     return canonical_json(body)

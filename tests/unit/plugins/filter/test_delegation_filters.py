@@ -157,6 +157,59 @@ def test_well_known_server_errors(target, message):
             b'{"m.homeserver":{"base_url":"https://matrix.example.com"},'
             b'"m.identity_server":{"base_url":"https://id.example.com"}}',
         ),
+        # MSC2965 delegated authentication (MAS) and MSC4143 RTC foci from named arguments.
+        (
+            ("https://matrix.example.com/",),
+            {"auth_issuer": "https://auth.example.com/"},
+            b'{"m.homeserver":{"base_url":"https://matrix.example.com/"},'
+            b'"org.matrix.msc2965.authentication":{"issuer":"https://auth.example.com/"}}',
+        ),
+        (
+            ("https://matrix.example.com/",),
+            {"auth_issuer": "https://auth.example.com/", "auth_account": "https://auth.example.com/account"},
+            b'{"m.homeserver":{"base_url":"https://matrix.example.com/"},'
+            b'"org.matrix.msc2965.authentication":{"account":"https://auth.example.com/account",'
+            b'"issuer":"https://auth.example.com/"}}',
+        ),
+        (
+            ("https://matrix.example.com/",),
+            {"auth_issuer": "", "auth_account": "", "rtc_foci": []},
+            b'{"m.homeserver":{"base_url":"https://matrix.example.com/"}}',
+        ),
+        (
+            ("https://matrix.example.com/",),
+            {"auth_issuer": None, "auth_account": None, "rtc_foci": None},
+            b'{"m.homeserver":{"base_url":"https://matrix.example.com/"}}',
+        ),
+        (
+            ("https://matrix.example.com/",),
+            {"rtc_foci": ["https://rtc.example.com/livekit/jwt"]},
+            b'{"m.homeserver":{"base_url":"https://matrix.example.com/"},'
+            b'"org.matrix.msc4143.rtc_foci":[{"livekit_service_url":"https://rtc.example.com/livekit/jwt",'
+            b'"type":"livekit"}]}',
+        ),
+        (
+            ("https://matrix.example.com/",),
+            {
+                "rtc_foci": [
+                    {"type": "livekit", "livekit_service_url": "https://a.example.com", "note": "eu"},
+                    "https://b.example.com",
+                    {"type": "org.example.sfu", "url": "wss://sfu.example.com"},
+                ],
+                "extra": {"org.matrix.msc2965.authentication": {"ignored": False}},
+            },
+            b'{"m.homeserver":{"base_url":"https://matrix.example.com/"},'
+            b'"org.matrix.msc2965.authentication":{"ignored":false},'
+            b'"org.matrix.msc4143.rtc_foci":[{"livekit_service_url":"https://a.example.com","note":"eu","type":"livekit"},'
+            b'{"livekit_service_url":"https://b.example.com","type":"livekit"},'
+            b'{"type":"org.example.sfu","url":"wss://sfu.example.com"}]}',
+        ),
+        (
+            ("https://matrix.example.com/",),
+            {"auth_issuer": "https://auth.example.com/", "extra": {"org.matrix.msc2965.authentication": {"x": 1}}},
+            b'{"m.homeserver":{"base_url":"https://matrix.example.com/"},'
+            b'"org.matrix.msc2965.authentication":{"issuer":"https://auth.example.com/","x":1}}',
+        ),
     ],
 )
 def test_well_known_client_bytes(args, kwargs, body):
@@ -225,21 +278,19 @@ def test_well_known_client_does_not_change_extra():
             ("https://a.example",),
             {"extra": {"m.homeserver": {"base_url": "https://b.example"}}},
             "well_known_client: argument 'extra' (<mapping>): extra['m.homeserver']['base_url'] would "
-            "override a value set from another argument; set it there (base_url or identity_server), "
-            "not in extra",
+            "override a value set from the argument base_url; set it there, not in extra",
         ),
         (
             ("https://a.example",),
             {"extra": {"m.homeserver": "https://b.example"}},
             "well_known_client: argument 'extra' (<mapping>): extra['m.homeserver'] would override a "
-            "value set from another argument; set it there (base_url or identity_server), not in extra",
+            "value set from the argument base_url; set it there, not in extra",
         ),
         (
             ("https://a.example", "https://id.example"),
             {"extra": {"m.identity_server": {"base_url": "https://other.example"}}},
             "well_known_client: argument 'extra' (<mapping>): extra['m.identity_server']['base_url'] "
-            "would override a value set from another argument; set it there (base_url or "
-            "identity_server), not in extra",
+            "would override a value set from the argument identity_server; set it there, not in extra",
         ),
         (
             ("https://a.example",),
@@ -252,6 +303,79 @@ def test_well_known_client_does_not_change_extra():
             {"extra": {"x": {1: 2}}},
             "well_known_client: argument 'extra' (<mapping>): extra['x']: keys must be strings "
             "(JSON objects), not an integer",
+        ),
+        (
+            ("https://a.example",),
+            {"auth_issuer": "http://auth.example"},
+            "well_known_client: argument 'auth_issuer' ('http://auth.example'): authentication issuer URL "
+            "must use the scheme 'https' (lowercase), not 'http'",
+        ),
+        (
+            ("https://a.example",),
+            {"auth_account": "https://auth.example/account"},
+            "well_known_client: argument 'auth_account' ('https://auth.example/account'): auth_account "
+            "needs auth_issuer (the account management URL belongs to an issuer)",
+        ),
+        (
+            ("https://a.example",),
+            {"auth_issuer": "https://auth.example/", "auth_account": "https://auth.example/account?x"},
+            "well_known_client: argument 'auth_account' ('https://auth.example/account?x'): account "
+            "management URL must not have a query ('?...')",
+        ),
+        (
+            ("https://a.example",),
+            {"rtc_foci": "https://rtc.example"},
+            "well_known_client: argument 'rtc_foci' ('https://rtc.example'): rtc_foci must be a list, "
+            "not a string",
+        ),
+        (
+            ("https://a.example",),
+            {"rtc_foci": ["rtc.example"]},
+            "well_known_client: argument 'rtc_foci' (<list>): rtc_foci[0] must be an absolute URL "
+            "starting with 'https://'",
+        ),
+        (
+            ("https://a.example",),
+            {"rtc_foci": [{"livekit_service_url": "https://rtc.example"}]},
+            "well_known_client: argument 'rtc_foci' (<list>): rtc_foci[0] must have a 'type' (a non-empty "
+            "string, for example 'livekit')",
+        ),
+        (
+            ("https://a.example",),
+            {"rtc_foci": ["https://rtc.example", {"type": "livekit"}]},
+            "well_known_client: argument 'rtc_foci' (<list>): rtc_foci[1] of type 'livekit' must have "
+            "'livekit_service_url'",
+        ),
+        (
+            ("https://a.example",),
+            {"rtc_foci": [{"type": "livekit", "livekit_service_url": "http://rtc.example"}]},
+            "well_known_client: argument 'rtc_foci' (<list>): rtc_foci[0]['livekit_service_url'] must use "
+            "the scheme 'https' (lowercase), not 'http'",
+        ),
+        (
+            ("https://a.example",),
+            {"rtc_foci": [42]},
+            "well_known_client: argument 'rtc_foci' (<list>): rtc_foci[0] must be a LiveKit JWT service URL "
+            "(string) or a mapping with 'type', not an integer",
+        ),
+        (
+            ("https://a.example",),
+            {"rtc_foci": ["https://rtc.example", {"type": "livekit", "livekit_service_url": "https://rtc.example"}]},
+            "well_known_client: argument 'rtc_foci' (<list>): rtc_foci[1] repeats rtc_foci[0]; list each "
+            "focus once",
+        ),
+        (
+            ("https://a.example",),
+            {"rtc_foci": ["https://rtc.example"], "extra": {"org.matrix.msc4143.rtc_foci": []}},
+            "well_known_client: argument 'extra' (<mapping>): extra['org.matrix.msc4143.rtc_foci'] would "
+            "override a value set from the argument rtc_foci; set it there, not in extra",
+        ),
+        (
+            ("https://a.example",),
+            {"auth_issuer": "https://auth.example/",
+             "extra": {"org.matrix.msc2965.authentication": {"issuer": "https://other.example/"}}},
+            "well_known_client: argument 'extra' (<mapping>): extra['org.matrix.msc2965.authentication']"
+            "['issuer'] would override a value set from the argument auth_issuer; set it there, not in extra",
         ),
     ],
 )
