@@ -14,12 +14,15 @@ homeserver) comes from fixtures in conftest.py, so the tests pass one at a time
 """
 
 import asyncio
+import base64
 import json
 import re
 import socket
+import struct
 import time
 import urllib.parse
 import uuid
+import zlib
 
 import aiohttp
 import pytest
@@ -179,6 +182,71 @@ def test_federation_join_and_messages_both_ways(hs1, hs2, ssl_context, federatio
     # Delegation is the only way in: hs1 has nothing on the default federation port.
     assert not port_open(hs1.ip, 8448)
     asyncio.run(_federation_story(hs1, hs2, ssl_context))
+
+
+# --- authenticated media (MSC3916): client v1 media and federation v1 media through both proxies ---
+
+
+def _png(width=8, height=8):
+    """A small valid RGB PNG (Synapse's thumbnailer must be able to decode it)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    pixel = lambda x, y: bytes((x * 30 % 256, y * 30 % 256, 128))  # noqa: E731
+    rows = b"".join(b"\x00" + b"".join(pixel(x, y) for x in range(width)) for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("direction", ["hs1 media fetched on hs2", "hs2 media fetched on hs1"])
+def test_authenticated_media_across_federation(hs1, hs2, homeserver_log, direction):
+    """MX01, MX02, MX03, MX04: authenticated media (MSC3916) through both proxies.
+
+    A user uploads a PNG on one homeserver through its proxy; a user of the other
+    homeserver downloads it and a thumbnail with /_matrix/client/v1/media/* on
+    their own server (client vhost, MX01), which fetches it from the origin with
+    /_matrix/federation/v1/media/* through the origin's federation listener
+    (hs1's found through its delegation, MX02/MX03). The origin logs that
+    federation request from the other container. Without a token the client v1
+    endpoints are the homeserver's own 401, passed through.
+    """
+    origin, fetcher = (hs1, hs2) if direction.startswith("hs1") else (hs2, hs1)
+    origin.register("media-owner", PASSWORD)
+    fetcher.register("media-viewer", PASSWORD)
+    owner_token = fetcher.login_to(origin, "media-owner", PASSWORD)
+    viewer_token = origin.login_to(fetcher, "media-viewer", PASSWORD)
+    image = _png()
+    path = f"/tmp/mxedge-media-{uuid.uuid4().hex}.png"
+    origin.host.run(f"printf %s {base64.b64encode(image).decode()} | base64 -d > {path}")
+    try:
+        status, _headers, body = origin.curl(
+            f"{origin.base_url}_matrix/media/v3/upload?filename=probe.png", "-X", "POST",
+            "-H", f"Authorization: Bearer {owner_token}", "-H", "Content-Type: image/png", data_file=path,
+        )
+    finally:
+        origin.host.run(f"rm -f {path}")
+    assert status == 200, body
+    server_name, media_id = json.loads(body)["content_uri"].removeprefix("mxc://").split("/", 1)
+    assert server_name == origin.server_name
+
+    auth = ("-H", f"Authorization: Bearer {viewer_token}")
+    base = f"{fetcher.base_url}_matrix/client/v1/media"
+    download, thumbnail, anonymous = fetcher.curl_many([
+        (f"{base}/download/{server_name}/{media_id}", auth),
+        (f"{base}/thumbnail/{server_name}/{media_id}?width=32&height=32&method=crop", auth),
+        (f"{base}/download/{server_name}/{media_id}", ()),
+    ], timeout=60)
+    assert download[0] == 200 and download[2] == image, (download[0], download[2][:200])
+    assert thumbnail[0] == 200 and thumbnail[1].get("content-type", "").startswith("image/"), thumbnail[:2]
+    assert anonymous[0] == 401 and json.loads(anonymous[2])["errcode"] == "M_MISSING_TOKEN", anonymous
+
+    # The fetcher's homeserver asked the origin with the authenticated federation endpoint,
+    # through the origin's proxy (its homeserver listens on loopback only).
+    def logged():
+        return origin.host.run(
+            f"grep -h 'GET /_matrix/federation/v1/media/download/{media_id}' {homeserver_log} || true"
+        ).stdout
+    assert origin.wait_until(lambda: logged().strip(), 20), "the origin never saw /_matrix/federation/v1/media/download"
+    assert f" - {fetcher.ip} - " in logged(), logged()
 
 
 # --- well-known documents served by the proxy itself ---
