@@ -166,69 +166,65 @@ def test_class_names_and_pools_are_unique():
     assert all(endpoint["sticky"] in (None, "user", "room", "source") for endpoint in sw.ENDPOINT_CLASSES)
 
 
-# (method, path) -> the class it reaches with one worker of every type and every stream written.
-ONE_OF_EACH = [
-    ("GET", "/_matrix/client/v3/sync", "sync"),
-    ("GET", "/_matrix/client/r0/sync", "sync"),
-    ("GET", "/_matrix/client/v3/rooms/!r:x/initialSync", "sync"),
-    ("GET", "/_matrix/client/v3/sync/extra", "main"),
-    ("PUT", "/_matrix/client/v3/rooms/!r:x/send/m.room.message/t1", "event_creation"),
-    ("POST", "/_matrix/client/v3/join/%23a:x", "event_creation"),
-    ("PUT", "/_matrix/client/v3/rooms/!r:x/state/m.room.name/", "event_creation"),
-    ("GET", "/_matrix/client/v3/rooms/!r:x/state", "client_reader"),
-    ("GET", "/_matrix/client/v3/rooms/!r:x/messages", "room_messages"),
-    ("PUT", "/_matrix/client/v3/rooms/!r:x/typing/@a:x", "typing"),
-    ("PUT", "/_matrix/client/v3/sendToDevice/m.room_key/t1", "to_device"),
-    ("PUT", "/_matrix/client/v3/user/@a:x/account_data/m.direct", "account_data"),
-    ("PUT", "/_matrix/client/v3/user/@a:x/rooms/!r:x/tags/u.work", "account_data"),
-    ("POST", "/_matrix/client/v3/rooms/!r:x/receipt/m.read/$e", "receipts"),
-    ("PUT", "/_matrix/client/v3/presence/@a:x/status", "presence"),
-    ("PUT", "/_matrix/client/v3/pushrules/global/override/r1", "push_rules"),
-    ("POST", "/_matrix/client/v3/keys/upload", "device_lists"),
-    ("GET", "/_matrix/client/v3/devices", "device_lists"),
-    ("POST", "/_matrix/client/v3/keys/query", "client_reader"),
-    ("GET", "/_matrix/client/versions", "client_reader"),
-    ("POST", "/_matrix/client/v3/login", "client_reader"),
-    ("GET", "/_matrix/client/v3/login/sso/redirect", "main"),  # SSO stays on one process: the main one
-    ("PUT", "/_matrix/federation/v1/send/txn1", "federation_inbound"),
-    ("PUT", "/_matrix/federation/v1/send_join/!r:x/$e", "federation_reader"),  # not inbound's /send/
-    ("PUT", "/_matrix/federation/v2/send_join/!r:x/$e", "federation_reader"),
-    ("GET", "/_matrix/federation/v1/version", "federation_reader"),
-    ("POST", "/_matrix/key/v2/query", "federation_reader"),
-    ("GET", "/_matrix/media/v3/download/x/y", "media"),
-    ("GET", "/_matrix/client/v1/media/download/x/y", "media"),
-    ("GET", "/_matrix/federation/v1/media/download/y", "media"),
-    ("GET", "/_matrix/client/v3/admin/whois/@a:x", "main"),
-    ("POST", "/_matrix/client/v3/createRoom", "client_reader"),
+# Deployments: one worker of every type with every stream written, and a lone client reader
+# (without stream writers the GET-only classes go to client readers, writer-only ones stay on main).
+DEPLOYMENTS = {
+    "one_of_each": sw.expand_layout("one_of_each", ["hs1"]),
+    "reader_only": [_w("reader1", "client_reader")],
+}
+
+# (deployment, method, path) -> the class the request reaches ("main": no worker route).
+ROUTES = [
+    ("one_of_each", "GET", "/_matrix/client/v3/sync", "sync"),
+    ("one_of_each", "GET", "/_matrix/client/r0/sync", "sync"),
+    ("one_of_each", "GET", "/_matrix/client/v3/rooms/!r:x/initialSync", "sync"),
+    ("one_of_each", "GET", "/_matrix/client/v3/sync/extra", "main"),
+    ("one_of_each", "PUT", "/_matrix/client/v3/rooms/!r:x/send/m.room.message/t1", "event_creation"),
+    ("one_of_each", "POST", "/_matrix/client/v3/join/%23a:x", "event_creation"),
+    ("one_of_each", "PUT", "/_matrix/client/v3/rooms/!r:x/state/m.room.name/", "event_creation"),
+    ("one_of_each", "GET", "/_matrix/client/v3/rooms/!r:x/state", "client_reader"),
+    ("one_of_each", "GET", "/_matrix/client/v3/rooms/!r:x/messages", "room_messages"),
+    ("one_of_each", "PUT", "/_matrix/client/v3/rooms/!r:x/typing/@a:x", "typing"),
+    ("one_of_each", "PUT", "/_matrix/client/v3/sendToDevice/m.room_key/t1", "to_device"),
+    ("one_of_each", "PUT", "/_matrix/client/v3/user/@a:x/account_data/m.direct", "account_data"),
+    ("one_of_each", "PUT", "/_matrix/client/v3/user/@a:x/rooms/!r:x/tags/u.work", "account_data"),
+    ("one_of_each", "POST", "/_matrix/client/v3/rooms/!r:x/receipt/m.read/$e", "receipts"),
+    ("one_of_each", "PUT", "/_matrix/client/v3/presence/@a:x/status", "presence"),
+    ("one_of_each", "PUT", "/_matrix/client/v3/pushrules/global/override/r1", "push_rules"),
+    ("one_of_each", "POST", "/_matrix/client/v3/keys/upload", "device_lists"),
+    ("one_of_each", "GET", "/_matrix/client/v3/devices", "device_lists"),
+    ("one_of_each", "POST", "/_matrix/client/v3/keys/query", "client_reader"),
+    ("one_of_each", "GET", "/_matrix/client/versions", "client_reader"),
+    ("one_of_each", "POST", "/_matrix/client/v3/login", "client_reader"),
+    ("one_of_each", "GET", "/_matrix/client/v3/login/sso/redirect", "main"),  # SSO stays on one process: the main one
+    ("one_of_each", "PUT", "/_matrix/federation/v1/send/txn1", "federation_inbound"),
+    ("one_of_each", "PUT", "/_matrix/federation/v1/send_join/!r:x/$e", "federation_reader"),  # not inbound's /send/
+    ("one_of_each", "PUT", "/_matrix/federation/v2/send_join/!r:x/$e", "federation_reader"),
+    ("one_of_each", "GET", "/_matrix/federation/v1/version", "federation_reader"),
+    ("one_of_each", "POST", "/_matrix/key/v2/query", "federation_reader"),
+    ("one_of_each", "GET", "/_matrix/media/v3/download/x/y", "media"),
+    ("one_of_each", "GET", "/_matrix/client/v1/media/download/x/y", "media"),
+    ("one_of_each", "GET", "/_matrix/federation/v1/media/download/y", "media"),
+    ("one_of_each", "GET", "/_matrix/client/v3/admin/whois/@a:x", "main"),
+    ("one_of_each", "POST", "/_matrix/client/v3/createRoom", "client_reader"),
+    ("reader_only", "GET", "/_matrix/client/v3/user/@a:x/account_data/m.direct", "account_data"),
+    ("reader_only", "PUT", "/_matrix/client/v3/user/@a:x/account_data/m.direct", "main"),
+    ("reader_only", "GET", "/_matrix/client/v3/pushrules/", "push_rules"),
+    ("reader_only", "PUT", "/_matrix/client/v3/pushrules/global/override/r1", "main"),
+    ("reader_only", "GET", "/_matrix/client/v3/presence/@a:x/status", "presence"),
+    ("reader_only", "PUT", "/_matrix/client/v3/rooms/!r:x/typing/@a:x", "main"),
+    ("reader_only", "PUT", "/_matrix/client/v3/sendToDevice/m.room_key/t1", "main"),
+    ("reader_only", "POST", "/_matrix/client/v3/rooms/!r:x/receipt/m.read/$e", "main"),
+    ("reader_only", "POST", "/_matrix/client/v3/keys/upload", "device_lists"),
 ]
 
 
-@pytest.mark.parametrize("method,path,expected", ONE_OF_EACH, ids=[f"{m} {p}" for m, p, _e in ONE_OF_EACH])
-def test_routes_of_one_of_each(method, path, expected):
-    pools = sw.worker_pools(sw.expand_layout("one_of_each", ["hs1"]))
-    assert _route(pools, method, path) == expected
-
-
-# Without stream writers the GET-only classes go to client readers, the writer-only ones stay on main.
-NO_WRITERS = [
-    ("GET", "/_matrix/client/v3/user/@a:x/account_data/m.direct", "account_data"),
-    ("PUT", "/_matrix/client/v3/user/@a:x/account_data/m.direct", "main"),
-    ("GET", "/_matrix/client/v3/pushrules/", "push_rules"),
-    ("PUT", "/_matrix/client/v3/pushrules/global/override/r1", "main"),
-    ("GET", "/_matrix/client/v3/presence/@a:x/status", "presence"),
-    ("PUT", "/_matrix/client/v3/rooms/!r:x/typing/@a:x", "main"),
-    ("PUT", "/_matrix/client/v3/sendToDevice/m.room_key/t1", "main"),
-    ("POST", "/_matrix/client/v3/rooms/!r:x/receipt/m.read/$e", "main"),
-    ("POST", "/_matrix/client/v3/keys/upload", "device_lists"),
-]
-
-
-@pytest.mark.parametrize("method,path,expected", NO_WRITERS, ids=[f"{m} {p}" for m, p, _e in NO_WRITERS])
-def test_routes_without_stream_writers(method, path, expected):
-    pools = sw.worker_pools([_w("reader1", "client_reader")])
+@pytest.mark.parametrize("deployment,method,path,expected", ROUTES, ids=[f"{d} {m} {p}" for d, m, p, _e in ROUTES])
+def test_routes(deployment, method, path, expected):
+    pools = sw.worker_pools(DEPLOYMENTS[deployment])
     assert _route(pools, method, path) == expected
     served = {pool["class"]: pool for pool in pools}
-    if expected in served:
+    if deployment == "reader_only" and expected in served:
         assert served[expected]["workers"] == ["reader1"]
 
 
