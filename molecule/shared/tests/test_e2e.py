@@ -191,8 +191,10 @@ def _png(width=8, height=8):
     """A small valid RGB PNG (Synapse's thumbnailer must be able to decode it)."""
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    pixel = lambda x, y: bytes((x * 30 % 256, y * 30 % 256, 128))  # noqa: E731
-    rows = b"".join(b"\x00" + b"".join(pixel(x, y) for x in range(width)) for y in range(height))
+
+    def row(y):
+        return b"\x00" + b"".join(bytes((x * 30 % 256, y * 30 % 256, 128)) for x in range(width))
+    rows = b"".join(row(y) for y in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 

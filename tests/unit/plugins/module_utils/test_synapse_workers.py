@@ -64,9 +64,10 @@ def test_check_workers_accepts(workers, kwargs):
         ([_w("main", "sync")], {},
          "matrix_workers[0] (main): name must be 1-32 characters of a-z, 0-9 and _, starting with a letter, and not main or master"),
         ([_w("sync1", "sync"), _w("sync1", "sync", port=18102)], {}, "matrix_workers[1] (sync1): name 'sync1' is also matrix_workers[0]'s"),
-        ([_w("x1", "user_dir")], {}, "matrix_workers[0] (x1): type 'user_dir' is not one of sync, client_reader, federation_reader, "
-                                    "federation_inbound, event_creator, media_repository, federation_sender, pusher, appservice, "
-                                    "background, stream_writer"),
+        ([_w("x1", "user_dir")], {},
+         "matrix_workers[0] (x1): type 'user_dir' is not one of sync, client_reader, federation_reader, "
+         "federation_inbound, event_creator, media_repository, federation_sender, pusher, appservice, "
+         "background, stream_writer"),
         ([_w("sync1", "sync", host="db1")], {}, "matrix_workers[0] (sync1): host 'db1' is not an inventory host that runs the homeserver (hs1, hs1b)"),
         ([_w("sync1", "sync", port=80)], {}, "matrix_workers[0] (sync1): port must be a number from 1024 to 65535, not 80"),
         ([_w("sync1", "sync", port="18101")], {}, "matrix_workers[0] (sync1): port must be a number from 1024 to 65535, not '18101'"),
@@ -74,8 +75,9 @@ def test_check_workers_accepts(workers, kwargs):
         ([_w("sync1", "sync"), _w("sync2", "sync")], {}, "matrix_workers[1] (sync2): port 18101 on hs1 is also sync1's"),
         ([_w("sync1", "sync", port=8008)], {"main_ports": [("hs1", 8008)]},
          "matrix_workers[0] (sync1): port 8008 on hs1 is also the main process's"),
-        ([_w("w1", "stream_writer")], {}, "matrix_workers[0] (w1): a stream_writer needs streams, a non-empty list of events, typing, "
-                                         "to_device, account_data, receipts, presence, push_rules, device_lists"),
+        ([_w("w1", "stream_writer")], {},
+         "matrix_workers[0] (w1): a stream_writer needs streams, a non-empty list of events, typing, "
+         "to_device, account_data, receipts, presence, push_rules, device_lists"),
         ([_w("w1", "stream_writer", streams=["thumbnails"])], {},
          "matrix_workers[0] (w1): stream 'thumbnails' is not one of events, typing, to_device, account_data, receipts, presence, "
          "push_rules, device_lists"),
