@@ -1,10 +1,10 @@
 """matrix_tls_source=acme against Pebble: issuance, port 80, federation, renewal.
 
 hs1 (Debian 12, nginx) serves example.test and matrix.example.test, hs2
-(Debian 13, Caddy) other.test. Their certificates come from Pebble through
-certbot and HTTP-01 answered by each proxy's port 80. The topology helpers and
-the federation story are the end-to-end scenarios' own (molecule/shared/tests),
-imported, not copied.
+(Debian 13, Caddy) other.test, federation on 8449, found through SRV records
+(test_srv.py). Their certificates come from Pebble through certbot and HTTP-01
+answered by each proxy's port 80. The topology helpers and the federation story
+are the end-to-end scenarios' own (molecule/shared/tests), imported, not copied.
 """
 
 import asyncio
@@ -22,7 +22,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared" / 
 
 # The topology fixtures, used by name by pytest.
 from conftest import hs1, hs2  # noqa: E402,F401  # pylint: disable=unused-import
-from conftest import assert_check_mode_reports_no_change  # noqa: E402
+from conftest import assert_check_mode_reports_no_change, port_open  # noqa: E402
 from test_e2e import PASSWORD, _federation_story  # noqa: E402
 
 PEBBLE_ISSUER = "Pebble Intermediate"
@@ -142,9 +142,21 @@ def test_port_80_forwards_the_challenge_path(node_and_peer):
 
 
 def test_federation_join_over_pebble_certificates(hs1, hs2, ssl_context):
+    """MX02, MX03, MX09: a federation join and messages both ways, on Pebble's certificates.
+
+    hs2 finds example.test through its well-known delegation (MX03); hs1 finds
+    other.test only through its SRV record (test_srv.py): no well-known for it and
+    nothing on other.test:8448, so every request hs1's Synapse sends to other.test
+    goes to the SRV target's port (MX02), with the certificate for other.test (MX09).
+    Synapse keeps those connections open afterwards: they are hs1's, on that port.
+    """
+    federation_port = int(hs2.vars["matrix_federation_port"])
+    assert federation_port != 8448 and not port_open(hs2.ip, 8448)
     hs1.register("alice", PASSWORD)
     hs2.register("bob", PASSWORD)
     asyncio.run(_federation_story(hs1, hs2, ssl_context))
+    peers = hs2.host.check_output(f"ss -Htn state established '( sport = :{federation_port} )'")
+    assert f" {hs1.ip}:" in f" {peers}", peers
 
 
 LOOP_SCRIPT = """
