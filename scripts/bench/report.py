@@ -34,9 +34,10 @@ METHOD = """## Method
   whole `ansible-playbook` run, including Synapse from PyPI and packages from the Debian
   archive), then the same again (idempotent re-run: time and changed count), flavour by
   flavour. Ansible reaches the containers with `community.docker.docker`, as in the
-  Molecule scenarios; with the repository's `ansible.cfg` (pipelining set for ssh only)
-  every task costs several `docker exec` calls. A third run with
-  `ANSIBLE_PIPELINING=true` shows what pipelining for this connection would give.
+  Molecule scenarios, with the repository's `ansible.cfg` (pipelining on for every
+  connection: one `docker exec` per module call). The re-run is profiled with
+  `ansible.posix.profile_tasks`; its ten slowest tasks are listed by name. A third run
+  with `ANSIBLE_PIPELINING=false` shows what pipelining saves.
 - Throughput: `wrk` from Debian inside each container against its own loopback:
   `GET /_matrix/client/versions` direct (`http://127.0.0.1:8008`) and through the proxy
   (`https://matrix.bench.test/`, resolving to 127.0.0.1, keep-alive, HTTP/1.1).
@@ -115,7 +116,7 @@ def verdicts(results: dict, flavour: str) -> tuple[list[str], list[str]]:
             slow = "; ".join(f"{n} {s:.1f} s" for n, s in cv.get("rerun_slowest", [])[:3])
             missed.append(
                 f"re-run {cv['rerun_s']:.0f} s with {changed} changed (target < {TARGET_RERUN_S:.0f} s, 0 changed;"
-                f" {cv['rerun'].get('ok')} tasks over `docker exec`; slowest: {slow})"
+                f" {cv['rerun'].get('ok')} tasks over `docker exec`; slowest: {slow}; ten slowest below)"
             )
     return met, missed
 
@@ -264,17 +265,31 @@ def converge_detail(results: dict) -> str:
                 f"{cv['rerun_s']:.0f} s",
                 str(cv["rerun"].get("changed")),
                 str(cv["rerun"].get("ok")),
-                f"{cv['rerun_pipelining_s']:.0f} s, {cv['rerun_pipelining'].get('changed')} changed" if "rerun_pipelining_s" in cv else "-",
-                "<br>".join(f"{n} ({s:.1f} s)" for n, s in cv.get("rerun_slowest", [])[:4]),
+                f"{cv['rerun_no_pipelining_s']:.0f} s, {cv['rerun_no_pipelining'].get('changed')} changed"
+                if "rerun_no_pipelining_s" in cv else "-",
             ]
         )
     if not rows:
         return "Not measured in this run (`--reuse`).\n"
     if results["settings"].get("converge_from"):
-        rows.append(["", f"(measured by the run of {results['settings']['converge_from']} that made these containers)", "", "", "", "", "", ""])
+        rows.append(["", f"(measured by the run of {results['settings']['converge_from']} that made these containers)", "", "", "", "", ""])
     if results["settings"].get("converge_parallel"):
-        rows.append(["", "(`--converge-parallel`: the fresh converges ran at the same time)", "", "", "", "", "", ""])
-    return table(["flavour", "fresh converge", "changed", "re-run", "changed", "tasks (ok)", "re-run, pipelining on", "slowest re-run tasks"], rows)
+        rows.append(["", "(`--converge-parallel`: the fresh converges ran at the same time)", "", "", "", "", ""])
+    return table(["flavour", "fresh converge", "changed", "re-run", "changed", "tasks (ok)", "re-run, pipelining off"], rows)
+
+
+def slowest_detail(results: dict) -> str:
+    """The ten slowest tasks of each flavour's re-run (profile_tasks), so a regression shows by name."""
+    rows = []
+    for flavour in results["settings"]["flavours"]:
+        cv = results.get("converge", {}).get(flavour)
+        if not cv or not cv.get("rerun_slowest"):
+            continue
+        for rank, (name, sec) in enumerate(cv["rerun_slowest"][:10], 1):
+            rows.append([flavour if rank == 1 else "", str(rank), name, f"{sec:.1f}"])
+    if not rows:
+        return "Not measured in this run (`--reuse`).\n"
+    return table(["flavour", "#", "task (role : name)", "s"], rows)
 
 
 def render(results: dict) -> str:
@@ -311,7 +326,15 @@ def render(results: dict) -> str:
         ]
     if "longpoll" in results:
         parts += ["\n## Idle `/sync` long-polls\n", longpoll_detail(results)]
-    parts += ["\n## Converge (homeserver + proxy)\n", converge_detail(results), "\n", METHOD, RUNNING]
+    parts += [
+        "\n## Converge (homeserver + proxy)\n",
+        converge_detail(results),
+        "\n## The ten slowest tasks of each re-run\n",
+        slowest_detail(results),
+        "\n",
+        METHOD,
+        RUNNING,
+    ]
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)
 
 
