@@ -4,22 +4,29 @@
   the same defaults, matching types (entry points main and, where a role has
   one, preflight, which site.yml validates before anything changes);
 - every template starts with the managed header (scripts: right after their "#!" line,
-  which must stay the first line for the kernel to run them).
+  which must stay the first line for the kernel to run them);
+- an internal role (proxy_common, included by other roles with tasks_from) has no
+  defaults: every task file is an entry point with an argument spec, and every input
+  a task file reads is an option of its entry point.
 """
 
 import pathlib
+import re
 
 import pytest
 import yaml
 
 ROLES = pathlib.Path(__file__).resolve().parents[2] / "roles"
 TYPES = {str: "str", int: "int", bool: "bool", list: "list", dict: "dict"}
+INTERNAL = ["proxy_common"]
 ENTRY_POINTS = [
     (role.name, entry)
     for role in sorted(ROLES.iterdir())
+    if role.name not in INTERNAL
     for entry in ("main", "preflight")
     if entry in yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
 ]
+INTERNAL_ENTRY_POINTS = [(role, path.stem) for role in INTERNAL for path in sorted((ROLES / role / "tasks").glob("*.yml"))]
 TEMPLATES = sorted(ROLES.glob("*/templates/**/*.j2"))
 
 
@@ -36,7 +43,27 @@ def test_argument_spec_matches_defaults(role, entry):
 
 
 def test_every_role_has_a_main_entry_point():
-    assert {role for role, entry in ENTRY_POINTS if entry == "main"} == {role.name for role in ROLES.iterdir()}
+    assert {role for role, entry in ENTRY_POINTS if entry == "main"} | set(INTERNAL) == {role.name for role in ROLES.iterdir()}
+
+
+@pytest.mark.parametrize("role", INTERNAL)
+def test_internal_role_has_only_explicit_inputs(role):
+    assert not (ROLES / role / "defaults").exists(), "an internal role takes every input from its caller"
+    specs = yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    assert set(specs) == {entry for _role, entry in INTERNAL_ENTRY_POINTS}, "one entry point per task file"
+
+
+@pytest.mark.parametrize(("role", "entry"), INTERNAL_ENTRY_POINTS, ids=[f"{r}:{e}" for r, e in INTERNAL_ENTRY_POINTS])
+def test_internal_entry_point_declares_what_it_reads(role, entry):
+    options = yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())["argument_specs"][entry]["options"]
+    text = (ROLES / role / "tasks" / f"{entry}.yml").read_text()
+    if "proxy_common_documents" in options:  # the derived file names (vars/main.yml) read it too
+        text += (ROLES / role / "vars" / "main.yml").read_text()
+    inputs = set(re.findall(rf"(?<![_\w]){role}_[a-z_]+", text))
+    outputs = set(re.findall(rf"^\s+({role}_[a-z_]+):", text, re.M))  # facts the entry point sets
+    assert inputs - outputs <= set(options), "read but not an option of the entry point"
+    for name, spec in options.items():
+        assert spec.get("description") and spec.get("type"), name
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=[str(t.relative_to(ROLES)) for t in TEMPLATES])

@@ -118,15 +118,19 @@ PLAYBOOK = """
     - name: Pretend the host's IPv6 of this variant
       ansible.builtin.set_fact:
         _matrix_ipv6: "{{{{ mx_ipv6 }}}}"
+    - name: Load how mxedge.matrix.proxy_common names the files it publishes for the role
+      ansible.builtin.include_vars:
+        file: "{role}/../proxy_common/vars/main.yml"
     - name: Write what the templates render to and the derived values, in one file per variant
       ansible.builtin.copy:
         dest: "{out}/{{{{ inventory_hostname }}}}.json"
         mode: "0644"
         content: "{{{{ {{'files': __files, 'placement': _matrix_well_known_placement, 'ports': _matrix_tls_ports,
           'upstreams': _apache_upstream_urls, 'body_limit': _matrix_max_body_bytes | int, 'routes': _matrix_routes,
-          'documents': _apache_document_files,
+          'documents': __proxy_common_files | list + _apache_documents.keep,
           'cert': _matrix_tls_certificate_path, 'key': _matrix_tls_key_path, 'modules': _apache_wanted_modules}} | to_json }}}}"
       vars:
+        proxy_common_documents: "{{{{ _apache_documents }}}}"
         __files: "{{{{ dict(_apache_config_files | map(attribute='dest') | zip(query('ansible.builtin.template',
           *(_apache_config_files | map(attribute='src') | map('regex_replace', '^', '{role}/templates/'))))) }}}}"
 """

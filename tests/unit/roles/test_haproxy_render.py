@@ -147,7 +147,7 @@ PLAYBOOK = """
         content: "{{{{ item.1.body }}}}"
         dest: "{{{{ _haproxy_static_dir }}}}/{{{{ item.0.name }}}}.{{{{ item.1.id }}}}"
         mode: "0644"
-      loop: "{{{{ _haproxy_static_routes }}}}"
+      loop: "{{{{ _matrix_routes.vhosts | subelements('routes') | selectattr('1.action', 'equalto', 'static') | list }}}}"
 
     - name: Record the facts the tests compare against
       ansible.builtin.copy:
@@ -710,6 +710,6 @@ def test_preflight_refuses_an_extra_with_no_frontend(tmp_path, name):
     proc = run_playbook(tmp_path, PREFLIGHT_PLAYBOOK, {name: dict(TLS, **variables)})
     output = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode != 0, output[-3000:]
-    assert "Assert every per-vhost extra has a virtual host to go into" in output, output[-3000:]
+    assert "Assert every per-vhost extra has a listener to go into" in output, output[-3000:]
     for fragment in fragments:
         assert fragment in output, (fragment, output[-3000:])

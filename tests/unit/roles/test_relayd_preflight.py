@@ -25,7 +25,7 @@ COMMON = {
 
 # host -> (extra host variables, fake OpenBSD release or None, failing task, message fragments)
 CASES = {
-    "linux": ({}, None, "Assert the host runs OpenBSD",
+    "linux": ({}, None, "Assert the host runs a system the role supports",
               ["runs only on OpenBSD", 'ansible_facts.system="Linux"', "matrix_proxy_flavour"]),
     "old_release": ({}, "7.2", "Assert the OpenBSD release is recent enough",
                     ["OpenBSD 7.4 or later", "runs OpenBSD 7.2"]),
@@ -50,10 +50,10 @@ CASES = {
     "quote": ({"relayd_request_id_value": 'a"b'}, "7.6", "Assert the strings relayd.conf quotes carry no quote or newline",
               ["relayd_request_id_value=", "without double quotes"]),
     "federation_extra": ({"matrix_federation_port": 443, "relayd_federation_relay_extra": "session timeout 900"}, "7.6",
-                         "Assert every per-listener extra has a listener to go into",
+                         "Assert every per-vhost extra has a listener to go into",
                          ["relayd_federation_relay_extra", "matrix_federation_port == matrix_client_port"]),
     "well_known_extra": ({"matrix_well_known_serve": False, "relayd_well_known_protocol_extra": "tcp nodelay"}, "7.6",
-                         "Assert every per-listener extra has a listener to go into",
+                         "Assert every per-vhost extra has a listener to go into",
                          ["relayd_well_known_protocol_extra", "matrix_well_known_serve is"]),
     "listen": ({"relayd_listen_ipv4": ["0.0.0.0:443"]}, "7.6", "Assert the listen addresses are IP literals",
                ["relayd_listen_ipv4", "without brackets or ports"]),

@@ -684,16 +684,21 @@ def test_httpd_instance(rendered, case):
 
 
 def test_documents_are_published_from_the_route_table_unchanged():
-    """configure.yml copies the table's bodies as they are (no re-serialising)."""
+    """configure.yml has mxedge.matrix.proxy_common publish the table's bodies as they are (no re-serialising),
+    at <chroot>/<docroot><route path> and <chroot>/<errdocs>/<status>.html, where httpd.conf.j2 serves them."""
     tasks = yaml.safe_load((ROLE / "tasks" / "configure.yml").read_text())
     task = next(t for t in tasks if t.get("name", "").startswith("Publish the static documents"))
-    assert task["ansible.builtin.copy"]["content"] == "{{ __relayd_document.body }}"
-    assert task["loop"] == "{{ _relayd_static_routes }}"
-    assert task["ansible.builtin.copy"]["dest"].endswith("}}{{ __relayd_document.match.path }}")
-    task = next(t for t in tasks if t.get("name", "").startswith("Publish the Matrix error bodies"))
-    assert task["ansible.builtin.copy"]["content"] == "{{ __relayd_error.value.body }}"
-    assert task["loop"] == "{{ _matrix_routes.errors | dict2items }}"
-    assert task["ansible.builtin.copy"]["dest"].endswith("/{{ __relayd_error.key }}.html")
+    assert task["ansible.builtin.include_role"]["name"] == "mxedge.matrix.proxy_common"
+    assert task["ansible.builtin.include_role"]["tasks_from"] == "publish"
+    assert task["vars"]["proxy_common_documents"] == "{{ _relayd_documents }}"
+    documents = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["_relayd_documents"]
+    assert documents["static_dir"] == "{{ _relayd_httpd_chroot }}/{{ _relayd_httpd_docroot }}"
+    assert (documents["static_name"], documents["static_separator"]) == (["path"], "")
+    assert documents["error_dir"] == "{{ _relayd_httpd_chroot }}/{{ _relayd_httpd_errdocs }}"
+    assert documents["error_suffix"] == ".html"
+    publish = yaml.safe_load((ROLE.parent / "proxy_common" / "tasks" / "publish.yml").read_text())
+    copy = next(t for t in publish if "ansible.builtin.copy" in t)["ansible.builtin.copy"]
+    assert (copy["content"], copy["dest"]) == ("{{ __proxy_common_file.value }}", "{{ __proxy_common_file.key }}")
 
 
 # --------------------------------------------------------------------------
