@@ -4,19 +4,10 @@ import json
 
 import pytest
 
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.mxedge.matrix.plugins.module_utils import federation as fed
 from ansible_collections.mxedge.matrix.plugins.module_utils.federation import HttpResponse
 from ansible_collections.mxedge.matrix.plugins.module_utils.federation_dns import DnsAnswer
 from ansible_collections.mxedge.matrix.plugins.modules import federation_check
-
-
-class Done(Exception):
-    def __init__(self, failed, result):
-        super().__init__(result.get("msg"))
-        self.failed = failed
-        self.result = result
 
 
 class Resolver:
@@ -45,23 +36,17 @@ class Transport:
         raise fed.TransportError("refused", "connection refused")
 
 
-def run(args, monkeypatch, responses, resolver=Resolver):
-    monkeypatch.setattr(federation_check, "SystemResolver", resolver)
-    monkeypatch.setattr(federation_check, "HttpsTransport", Transport)
-    monkeypatch.setattr(Transport, "responses", responses)
+@pytest.fixture
+def run(monkeypatch, run_module):
+    """run(args, responses, resolver=Resolver): the module with fake DNS and HTTPS."""
 
-    def exit_json(self, **result):
-        raise Done(False, result)
+    def run_with(args, responses, resolver=Resolver):
+        monkeypatch.setattr(federation_check, "SystemResolver", resolver)
+        monkeypatch.setattr(federation_check, "HttpsTransport", Transport)
+        monkeypatch.setattr(Transport, "responses", responses)
+        return run_module(federation_check, args)
 
-    def fail_json(self, **result):
-        raise Done(True, result)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
-    with patch_module_args(args):
-        with pytest.raises(Done) as done:
-            federation_check.main()
-    return done.value
+    return run_with
 
 
 def version_only():
@@ -70,17 +55,17 @@ def version_only():
 
 
 @pytest.mark.parametrize("check_mode", [False, True])
-def test_passes_and_never_changes(monkeypatch, check_mode):
+def test_passes_and_never_changes(run, monkeypatch, check_mode):
     done = run({"server_name": "example.com", "checks": ["version"], "_ansible_check_mode": check_mode},
-               monkeypatch, version_only())
+               version_only())
     assert not done.failed, done.result["msg"]
     assert done.result["changed"] is False and done.result["passed"] is True
     assert (done.result["method"], done.result["host"], done.result["port"]) == ("fallback", "example.com", 8448)
     assert done.result["msg"].startswith("federation checks passed for example.com")
 
 
-def test_failure_is_readable(monkeypatch):
-    done = run({"server_name": "example.com", "checks": ["version", "key"]}, monkeypatch, version_only())
+def test_failure_is_readable(run, monkeypatch):
+    done = run({"server_name": "example.com", "checks": ["version", "key"]}, version_only())
     assert done.failed
     assert done.result["msg"].startswith("federation check failed for example.com -> example.com:8448 (fallback")
     assert "key [192.0.2.1:8448]: GET /_matrix/key/v2/server: connection refused" in done.result["msg"]
@@ -88,11 +73,11 @@ def test_failure_is_readable(monkeypatch):
     assert done.result["changed"] is False
 
 
-def test_options_reach_resolver_and_transport(monkeypatch, tmp_path):
+def test_options_reach_resolver_and_transport(run, monkeypatch, tmp_path):
     ca_file = tmp_path / "ca.pem"
     ca_file.write_text("")
     run({"server_name": "example.com", "checks": ["version"], "ca_path": str(ca_file), "validate_certs": False,
-         "nameservers": ["192.0.2.53"], "timeout": 30}, monkeypatch, version_only())
+         "nameservers": ["192.0.2.53"], "timeout": 30}, version_only())
     assert Resolver.made == (["192.0.2.53"], 5)
     assert Transport.made == (30, str(ca_file), False)
 
@@ -107,8 +92,8 @@ def test_options_reach_resolver_and_transport(monkeypatch, tmp_path):
         ({}, "missing required arguments: server_name"),
     ],
 )
-def test_bad_arguments(monkeypatch, args, words):
-    done = run(args, monkeypatch, {})
+def test_bad_arguments(run, monkeypatch, args, words):
+    done = run(args, {})
     assert done.failed and words in done.result["msg"], done.result["msg"]
 
 
@@ -119,23 +104,23 @@ def test_bad_arguments(monkeypatch, args, words):
         ("HAS_CRYPTOGRAPHY", ["version", "key"], "Failed to import the required Python library (cryptography)"),
     ],
 )
-def test_missing_library_fails_with_missing_required_lib(monkeypatch, missing, checks, words):
+def test_missing_library_fails_with_missing_required_lib(run, monkeypatch, missing, checks, words):
     monkeypatch.setattr(federation_check, missing, False)
-    done = run({"server_name": "example.com", "checks": checks}, monkeypatch, version_only())
+    done = run({"server_name": "example.com", "checks": checks}, version_only())
     assert done.failed and done.result["msg"].startswith(words), done.result["msg"]
     package = "python3-dnspython" if missing == "HAS_DNSPYTHON" else "python3-cryptography"
     assert package in done.result["msg"] and "delegate_to: localhost" in done.result["msg"]
     assert "exception" in done.result
 
 
-def test_cryptography_only_needed_for_the_key_check(monkeypatch):
+def test_cryptography_only_needed_for_the_key_check(run, monkeypatch):
     monkeypatch.setattr(federation_check, "HAS_CRYPTOGRAPHY", False)
-    done = run({"server_name": "example.com", "checks": ["version"]}, monkeypatch, version_only())
+    done = run({"server_name": "example.com", "checks": ["version"]}, version_only())
     assert not done.failed, done.result["msg"]
 
 
-def test_bad_nameserver_is_refused(monkeypatch):
-    done = run({"server_name": "example.com", "nameservers": ["ns.example.com"]}, monkeypatch, {},
+def test_bad_nameserver_is_refused(run, monkeypatch):
+    done = run({"server_name": "example.com", "nameservers": ["ns.example.com"]}, {},
                resolver=fed.SystemResolver)
     assert done.failed and done.result["msg"] == "nameservers: nameserver 'ns.example.com': 'ns.example.com' is not an IP address"
 

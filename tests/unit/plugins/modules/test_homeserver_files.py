@@ -12,8 +12,6 @@ import stat
 
 import pytest
 
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.mxedge.matrix.plugins.modules import homeserver_files
 
 OWNER = pwd.getpwuid(os.getuid()).pw_name
@@ -21,26 +19,14 @@ GROUP = grp.getgrgid(os.getgid()).gr_name
 SECRET = "s3cret-value-that-must-never-show-up-anywhere"
 
 
-class Done(Exception):
-    def __init__(self, failed, result):
-        super().__init__(result.get("msg"))
-        self.failed = failed
-        self.result = result
+@pytest.fixture
+def run(run_module):
+    """run(check_mode=False, diff=False, **module_args): the module's result (conftest's Done)."""
 
+    def run_with(check_mode=False, diff=False, **args):
+        return run_module(homeserver_files, dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff))
 
-def run(monkeypatch, check_mode=False, diff=False, **args):
-    def exit_json(self, **result):
-        raise Done(False, result)
-
-    def fail_json(self, **result):
-        raise Done(True, result)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
-    with patch_module_args(dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)):
-        with pytest.raises(Done) as done:
-            homeserver_files.main()
-    return done.value
+    return run_with
 
 
 def attrs(mode, **item):
@@ -51,45 +37,45 @@ def mode_of(path):
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def test_directories_with_their_missing_parents(monkeypatch, tmp_path):
+def test_directories_with_their_missing_parents(run, tmp_path):
     media = tmp_path / "data" / "media"
     directories = [attrs("0700", path=str(tmp_path / "etc")), attrs("0750", path=str(media))]
-    done = run(monkeypatch, directories=directories)
+    done = run(directories=directories)
     assert not done.failed, done.result
     assert done.result["changed"] is True
     assert done.result["changed_paths"] == [str(tmp_path / "etc"), str(tmp_path / "data"), str(media)]
     # Like ansible.builtin.file state=directory: created parents get the item's attributes too.
     assert (mode_of(tmp_path / "etc"), mode_of(tmp_path / "data"), mode_of(media)) == (0o700, 0o750, 0o750)
-    again = run(monkeypatch, directories=directories)
+    again = run(directories=directories)
     assert again.result == {"changed": False, "changed_paths": []}
 
 
-def test_directory_mode_is_corrected_and_shown_in_diff(monkeypatch, tmp_path):
+def test_directory_mode_is_corrected_and_shown_in_diff(run, tmp_path):
     (tmp_path / "etc").mkdir(mode=0o755)
-    done = run(monkeypatch, diff=True, directories=[attrs("0750", path=str(tmp_path / "etc"))])
+    done = run(diff=True, directories=[attrs("0750", path=str(tmp_path / "etc"))])
     assert done.result["changed_paths"] == [str(tmp_path / "etc")]
     assert mode_of(tmp_path / "etc") == 0o750
     assert done.result["diff"] == [{"before": {"path": str(tmp_path / "etc"), "mode": "0755"},
                                     "after": {"path": str(tmp_path / "etc"), "mode": "0750"}}]
 
 
-def test_files_written_when_content_differs(monkeypatch, tmp_path):
+def test_files_written_when_content_differs(run, tmp_path):
     unit = tmp_path / "synapse.service"
     files = [attrs("0644", path=str(unit), content="[Unit]\nDescription=one\n")]
-    done = run(monkeypatch, diff=True, files=files)
+    done = run(diff=True, files=files)
     assert done.result["changed_paths"] == [str(unit)]
     assert unit.read_text() == "[Unit]\nDescription=one\n" and mode_of(unit) == 0o644
     assert done.result["diff"][0]["after"] == "[Unit]\nDescription=one\n"
-    assert run(monkeypatch, files=files).result["changed"] is False
+    assert run(files=files).result["changed"] is False
     files[0]["content"] = "[Unit]\nDescription=two\n"
-    done = run(monkeypatch, diff=True, files=files)
+    done = run(diff=True, files=files)
     assert done.result["changed_paths"] == [str(unit)]
     assert done.result["diff"][0]["before"] == "[Unit]\nDescription=one\n"
     assert unit.read_text() == "[Unit]\nDescription=two\n"
     assert [p.name for p in tmp_path.iterdir()] == ["synapse.service"], "a temporary file was left behind"
 
 
-def test_secrets_generated_once_and_given_ones_never_shown(monkeypatch, tmp_path):
+def test_secrets_generated_once_and_given_ones_never_shown(run, tmp_path):
     key = tmp_path / "signing.key"
     key.write_text("ed25519 a_abcd seed\n")
     key.chmod(0o644)
@@ -98,7 +84,7 @@ def test_secrets_generated_once_and_given_ones_never_shown(monkeypatch, tmp_path
         attrs("0640", path=str(tmp_path / "form_secret"), generate=True),
         attrs("0640", path=str(tmp_path / "macaroon_secret_key"), content=SECRET + "\n"),
     ]
-    done = run(monkeypatch, diff=True, secrets=secrets)
+    done = run(diff=True, secrets=secrets)
     assert not done.failed, done.result
     assert done.result["changed_paths"] == [str(key), str(tmp_path / "form_secret"), str(tmp_path / "macaroon_secret_key")]
     assert SECRET not in repr(done.result)
@@ -107,12 +93,12 @@ def test_secrets_generated_once_and_given_ones_never_shown(monkeypatch, tmp_path
     assert len(generated) == 65 and generated.endswith("\n")
     assert (tmp_path / "macaroon_secret_key").read_text() == SECRET + "\n"
     assert {mode_of(tmp_path / name) for name in ("signing.key", "form_secret", "macaroon_secret_key")} == {0o640}
-    again = run(monkeypatch, secrets=secrets)
+    again = run(secrets=secrets)
     assert again.result["changed"] is False
     assert (tmp_path / "form_secret").read_text() == generated, "a generated secret was rewritten"
 
 
-def test_check_mode_reports_and_changes_nothing(monkeypatch, tmp_path):
+def test_check_mode_reports_and_changes_nothing(run, tmp_path):
     existing = tmp_path / "log_config.yaml"
     existing.write_text("old\n")
     args = dict(
@@ -124,7 +110,7 @@ def test_check_mode_reports_and_changes_nothing(monkeypatch, tmp_path):
                attrs("0644", path=str(tmp_path / "etc" / "unit"), content="x\n")],
     )
     before = sorted((p.name, mode_of(p)) for p in tmp_path.rglob("*"))
-    done = run(monkeypatch, check_mode=True, **args)
+    done = run(check_mode=True, **args)
     assert not done.failed, done.result
     # The signing key that does not exist yet (an earlier task makes it) is skipped.
     assert done.result["changed_paths"] == [str(tmp_path / "etc"), str(tmp_path / "etc" / "form_secret"),
@@ -142,7 +128,7 @@ def test_check_mode_reports_and_changes_nothing(monkeypatch, tmp_path):
         ("secrets", None, "does not exist (it is created by an earlier task)"),
     ],
 )
-def test_failures_name_the_path(monkeypatch, tmp_path, option, make, words):
+def test_failures_name_the_path(run, tmp_path, option, make, words):
     path = tmp_path / "thing"
     if make == "file":
         path.write_text("")
@@ -151,43 +137,43 @@ def test_failures_name_the_path(monkeypatch, tmp_path, option, make, words):
     item = attrs("0640", path=str(path))
     if option == "files":
         item["content"] = "x"
-    done = run(monkeypatch, **{option: [item]})
+    done = run(**{option: [item]})
     assert done.failed
     assert done.result["msg"] == f"{path} {words}"
 
 
-def test_validate_checks_the_new_content_before_it_is_live(monkeypatch, tmp_path):
+def test_validate_checks_the_new_content_before_it_is_live(run, tmp_path):
     live = tmp_path / "homeserver.yaml"
     live.write_text("good: 1\n")
     check = "grep -q good %s"
-    done = run(monkeypatch, files=[attrs("0640", path=str(live), content="bad: 2\n", validate=check)])
+    done = run(files=[attrs("0640", path=str(live), content="bad: 2\n", validate=check)])
     assert done.failed
     assert (done.result["msg"], done.result["exit_status"]) == ("failed to validate", 1)
     assert live.read_text() == "good: 1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["homeserver.yaml"], "the rejected file was left behind"
-    done = run(monkeypatch, secrets=[attrs("0640", path=str(live), content="good: 2\n", validate=check)])
+    done = run(secrets=[attrs("0640", path=str(live), content="good: 2\n", validate=check)])
     assert not done.failed, done.result
     assert live.read_text() == "good: 2\n" and mode_of(live) == 0o640
 
 
-def test_create_command_runs_once(monkeypatch, tmp_path):
+def test_create_command_runs_once(run, tmp_path):
     key = tmp_path / "signing.key"
     item = attrs("0640", path=str(key), create_command=["sh", "-c", f"echo key $$ > {key}"])
-    assert run(monkeypatch, check_mode=True, secrets=[item]).result["changed_paths"] == [str(key)]
+    assert run(check_mode=True, secrets=[item]).result["changed_paths"] == [str(key)]
     assert not key.exists()
-    done = run(monkeypatch, secrets=[item])
+    done = run(secrets=[item])
     assert done.result["changed_paths"] == [str(key)] and mode_of(key) == 0o640
     made = key.read_text()
-    assert run(monkeypatch, secrets=[item]).result["changed"] is False
+    assert run(secrets=[item]).result["changed"] is False
     assert key.read_text() == made, "the key was made again"
-    done = run(monkeypatch, secrets=[attrs("0640", path=str(tmp_path / "other.key"), create_command=["true"])])
+    done = run(secrets=[attrs("0640", path=str(tmp_path / "other.key"), create_command=["true"])])
     assert done.failed and done.result["msg"] == f"true did not create {tmp_path / 'other.key'}"
 
 
-def test_check_mode_reports_a_shared_missing_parent_once(monkeypatch, tmp_path):
+def test_check_mode_reports_a_shared_missing_parent_once(run, tmp_path):
     data, media = tmp_path / "data", tmp_path / "data" / "media"
     directories = [attrs("0700", path=str(data)), attrs("0700", path=str(media))]
-    done = run(monkeypatch, check_mode=True, diff=True, directories=directories)
+    done = run(check_mode=True, diff=True, directories=directories)
     assert done.result["changed_paths"] == [str(data), str(media)]
     assert [d["after"]["path"] for d in done.result["diff"]] == [str(data), str(media)]
     assert not data.exists()
