@@ -198,7 +198,7 @@ def test_wrong_proxy_credentials_fail_clearly_and_quickly(hs1, hs2, squid, homes
         # The homeserver role writes its files in one task; its result names what changed.
         (task,) = [block for block in proc.stdout.split("\nTASK [") if block.startswith("mxedge.matrix.homeserver : Write")
                    and "the service environment" in block.split("\n", 1)[0]]
-        assert "changed: [" in task and '"/etc/synapse/environment"' in task, task[-4000:]
+        assert "changed: [" in task and re.search(r"^\s+- /etc/synapse/environment$", task, re.M), task[-4000:]
 
         log_offset = int(hs2.host.check_output(f"wc -l < {homeserver_log}"))
         squid_offset = squid.lines(squid.ACCESS_LOG)
