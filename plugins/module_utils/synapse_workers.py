@@ -343,6 +343,16 @@ def expand_layout(layout, hosts, sync=2, federation_readers=2, base_port=18101):
     return workers
 
 
+def _names_by_type_and_stream(workers):
+    """({type: [worker names]}, {stream: [writer names]}) of a checked ``workers`` list, in its order."""
+    by_type, writers = {}, {}
+    for worker in workers:
+        by_type.setdefault(worker["type"], []).append(worker["name"])
+        for stream in worker.get("streams", []):
+            writers.setdefault(stream, []).append(worker["name"])
+    return by_type, writers
+
+
 def worker_pools(workers):
     """For a checked ``workers`` list: the endpoint classes that go to workers, in route order.
 
@@ -351,11 +361,7 @@ def worker_pools(workers):
     (its endpoints stay on the main process), or routed as its
     ``without_writer`` alternative says.
     """
-    by_type, writers = {}, {}
-    for worker in workers:
-        by_type.setdefault(worker["type"], []).append(worker["name"])
-        for stream in worker.get("streams", []):
-            writers.setdefault(stream, []).append(worker["name"])
+    by_type, writers = _names_by_type_and_stream(workers)
     pools = []
     for endpoint in ENDPOINT_CLASSES:
         serves, methods = endpoint["serves"], endpoint["methods"]
@@ -389,11 +395,7 @@ def shared_config(workers, main_replication_host, main_replication_port, address
     """
     if not workers:
         return {}
-    by_type, writers = {}, {}
-    for worker in workers:
-        by_type.setdefault(worker["type"], []).append(worker["name"])
-        for stream in worker.get("streams", []):
-            writers.setdefault(stream, []).append(worker["name"])
+    by_type, writers = _names_by_type_and_stream(workers)
     instance_map = {"main": {"host": main_replication_host, "port": int(main_replication_port)}}
     for worker in workers:
         if worker["type"] == "stream_writer":
