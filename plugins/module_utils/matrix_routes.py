@@ -52,6 +52,8 @@ BEHAVIOURS = {
     "MX10": "the daemon's own checker before anything goes live",
     "MX11": "errors the proxy produces are Matrix JSON with CORS",
     "MX12": "plain HTTP: ACME challenge forwarded, the rest redirected",
+    "MX13": "delegated auth: login, logout and refresh and the auth service's host to MAS",
+    "MX14": "MatrixRTC: the JWT service and the SFU on hosts of their own, WebSocket upgrade, tunnel timeouts",
 }
 
 # What a proxy answers itself (MX11): status -> (errcode, error). The bodies
@@ -82,6 +84,20 @@ _HEALTH_PATH = "/health"
 _ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge"
 _WELL_KNOWN = "/.well-known/matrix/"
 
+# Services on a public host of their own, routed whole ("/", the URI unmodified) to
+# their upstream: name -> contract IDs and timeout class. The SFU carries WebSocket
+# signalling for calls that last hours: the tunnel class.
+SERVICES = {
+    "mas": {"behaviours": ["MX13", "MX04"], "timeout": "default"},
+    "rtc_jwt": {"behaviours": ["MX14", "MX04"], "timeout": "default"},
+    "rtc_sfu": {"behaviours": ["MX14", "MX04", "MX08"], "timeout": "tunnel"},
+}
+# The client endpoints MAS answers in Synapse's place (its compatibility layer),
+# each a prefix (login/sso/redirect and logout/all are below them), under every
+# client API version.
+MAS_COMPAT_VERSIONS = ("api/v1", "r0", "v3", "unstable")
+MAS_COMPAT_ENDPOINTS = ("login", "logout", "refresh")
+
 
 class RouteTableError(ValueError):
     """A route table input breaks a rule; the message names the input."""
@@ -111,6 +127,9 @@ def raw_regex(kind, path):
     metacharacters are escaped (with a backslash), as PCRE, RE2 and POSIX ERE read them.
     """
     escaped = re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", path)
+    if kind == "prefix" and path.endswith("/"):
+        # "/" (a whole host) or "/dir/": anything below it.
+        return "^" + escaped
     tail = "(?:[/?]|$)" if kind == "prefix" else "(?:[?]|$)"
     return "^" + escaped + tail
 
@@ -189,6 +208,31 @@ def _upstream_pool(spec):
     return {"name": "homeserver", "servers": [server], "health_path": _HEALTH_PATH, "balance": "first", "fallback": None}
 
 
+def _endpoint(address, port):
+    return "[%s]:%d" % (address, port) if ":" in address else "%s:%d" % (address, port)
+
+
+def _services(spec):
+    """{name: service} of the optional ``services`` input, checked (see :data:`SERVICES`)."""
+    services = spec.get("services") or {}
+    if not isinstance(services, dict):
+        raise RouteTableError("route_table: 'services' must be a dict of %s, got %r" % ("/".join(SERVICES), services))
+    unknown = sorted(set(services) - set(SERVICES))
+    if unknown:
+        raise RouteTableError("route_table: unknown services %s (known: %s)" % (unknown, ", ".join(SERVICES)))
+    checked = {}
+    for name, service in services.items():
+        missing = [key for key in ("host", "port", "upstream_address", "upstream_port") if not (service or {}).get(key)]
+        if missing:
+            raise RouteTableError("route_table: service %s lacks %s" % (name, ", ".join(missing)))
+        port, upstream_port = int(service["port"]), int(service["upstream_port"])
+        if not 0 < port < 65536 or not 0 < upstream_port < 65536:
+            raise RouteTableError("route_table: service %s: ports must be 1-65535, got %r and %r" % (name, port, upstream_port))
+        checked[name] = {"host": str(service["host"]).lower(), "port": port,
+                         "address": str(service["upstream_address"]).strip("[]"), "upstream_port": upstream_port}
+    return checked
+
+
 def route_table(spec):
     """Return the route table for the shared facts in ``spec`` (see the module docstring).
 
@@ -197,7 +241,9 @@ def route_table(spec):
     well_known_server_body, well_known_client_body, admin_allowed_networks,
     max_body_bytes, homeserver_address, homeserver_port, homeserver_socket,
     acme (bool), acme_challenge_address, acme_challenge_port, http_port, https_redirect_port_suffix;
-    optional ``extra_routes``: routes to add (see :func:`extra_route`), each after the
+    optional ``services``: {name: {host, port, upstream_address, upstream_port}} for the names
+    of :data:`SERVICES`, each a listener of its own routed whole to its upstream (with ``mas``,
+    the client listener's login, logout and refresh go to MAS too); optional ``extra_routes``: routes to add (see :func:`extra_route`), each after the
     routes its vhost already has.
     """
     if not isinstance(spec, dict):
@@ -217,6 +263,7 @@ def route_table(spec):
     separate = federation_port != client_port
     prefixes = _PATH_PREFIXES[flavour]
     pool = _upstream_pool(spec)
+    services = _services(spec)
 
     def well_known_routes():
         return [
@@ -236,6 +283,10 @@ def route_table(spec):
 
     vhosts = []
     client_routes = admin_routes(networks)
+    if "mas" in services:
+        client_routes += [_forward("mas-" + _slug(version + "-" + endpoint), SERVICES["mas"]["behaviours"], "prefix",
+                                   "/_matrix/client/%s/%s" % (version, endpoint), "mas", body_limit, timeout="default")
+                          for version in MAS_COMPAT_VERSIONS for endpoint in MAS_COMPAT_ENDPOINTS]
     client_routes += [_forward("api-" + _slug(p), ["MX01", "MX04", "MX08"], "prefix", p, "homeserver", body_limit)
                       for p in prefixes["client"]]
     client_routes.append(_forward("health", ["MX07", "MX04"], "exact", _HEALTH_PATH, "homeserver", body_limit, timeout="default"))
@@ -275,6 +326,19 @@ def route_table(spec):
             "serves_federation": False,
             "routes": [_forward("acme-challenge", ["MX12"], "prefix", _ACME_CHALLENGE_PREFIX, "acme", body_limit, timeout="default")],
             "fallback": {"redirect": "https", "port_suffix": spec.get("https_redirect_port_suffix", ""), "status": 301},
+        })
+
+    for name, service in SERVICES.items():
+        if name not in services:
+            continue
+        given = services[name]
+        upstreams.append({"name": name, "health_path": None, "balance": "first", "fallback": None, "servers": [{
+            "name": name, "socket": "", "address": given["address"], "port": given["upstream_port"],
+            "endpoint": _endpoint(given["address"], given["upstream_port"])}]})
+        vhosts.append({
+            "name": name, "port": given["port"], "tls": True, "hosts": [given["host"]], "any_host": False,
+            "serves_federation": False, "fallback": error_document(404),
+            "routes": [_forward(_slug(name), service["behaviours"], "prefix", "/", name, body_limit, timeout=service["timeout"])],
         })
 
     by_name = {vhost["name"]: vhost for vhost in vhosts}
@@ -330,6 +394,12 @@ def extra_route(item):
 def check_table(table):
     """Raise RouteTableError when the table is inconsistent (unknown upstream, duplicate route, shadowed route)."""
     pools = {pool["name"] for pool in table["upstreams"]}
+    answered = {}
+    for vhost in table["vhosts"]:
+        for host in vhost["hosts"] if vhost["tls"] else []:
+            other = answered.setdefault((host, vhost["port"]), vhost["name"])
+            if other != vhost["name"]:
+                raise RouteTableError("listeners %s and %s both answer %s on port %d" % (other, vhost["name"], host, vhost["port"]))
     for vhost in table["vhosts"]:
         seen = set()
         for index, route in enumerate(vhost["routes"]):
