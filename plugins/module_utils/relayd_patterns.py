@@ -68,7 +68,8 @@ def route_path_patterns(match):
 
     ``match`` is a route table match (kind, path, raw_regex). relayd compares the
     raw path without the query, so an exact route is its path, and a prefix route
-    is its path or anything below it (``/p``, ``/p/...``; never ``/pfoo``). That is
+    is its path or anything below it (``/p``, ``/p/...``; never ``/pfoo``), and one whose
+    path ends in "/" (``/dir/``, or ``/`` for a whole host) anything below that path. That is
     the route's raw-URI rule (``raw_regex``) applied to the raw path; a raw_regex
     other than the table's standard one for the kind and path cannot be written
     in relayd and is refused rather than silently dropped.
@@ -86,10 +87,10 @@ def route_path_patterns(match):
                                  % (wanted, kind, path, raw_regex(kind, path)))
     if kind == "exact":
         return [path]
-    base = path.rstrip("/")
-    if not base:
-        return ["/*"]
-    return [base, base + "/*"]
+    if path.endswith("/"):
+        # raw_regex "^/dir/": below the directory only ("/dir" is another path); "/": every path.
+        return [path + "*"]
+    return [path, path + "/*"]
 
 
 def _encoded_spellings(namespace):

@@ -111,6 +111,10 @@ BAD_ROLE_INPUTS = [
     ({"matrix_proxy_flavour": "haproxy", "haproxy_maxconn": "lots"}, "haproxy_maxconn"),
     ({"matrix_proxy_flavour": "relayd", "relayd_health_check": "icmp"}, "relayd_health_check"),
     ({"matrix_tls_source": "self_signed", "tls_self_signed_days": "ten years"}, "tls_self_signed_days"),
+    # Half a MAS or MatrixRTC configuration, and a MAS URL with a path (the proxy forwards whole hosts).
+    ({"matrix_mas_url": "https://auth.example.test/"}, "matrix_mas_upstream"),
+    ({"matrix_rtc_sfu_url": "https://sfu.example.test/", "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880"}, "matrix_rtc_jwt_url"),
+    ({"matrix_mas_url": "https://auth.example.test/sso/", "matrix_mas_upstream": "http://127.0.0.1:8080"}, "no path"),
 ]
 
 

@@ -1064,6 +1064,14 @@ def _path_test(rule, request, direction):
     return True, ([kv] if kv.option != "none" else [])
 
 
+def _has_token(headers, name, token):
+    """Whether a header (name case-insensitive) holds ``token`` among its comma-separated values."""
+    for value in headers.get_all(name) if name in headers else []:
+        if value and any(part.strip().lower() == token for part in value.split(",")):
+            return True
+    return False
+
+
 def evaluate(cfg, relay, request, session_tag=None, direction="request", response_headers=None):
     """Run one request (or, with direction="response", the response headers
     given) through the relay's protocol. Returns an Outcome; for requests,
@@ -1152,10 +1160,20 @@ def evaluate(cfg, relay, request, session_tag=None, direction="request", respons
                 n = int(kv.value)
                 parts = path.split("/")
                 path = "/" + "/".join(parts[1 + n:]) if n < len(parts) - 1 else "/"
+    status = 403 if action == "block" and proto.return_error else None
+    # relay_http.c, after the filter rules passed a request: one whose Upgrade header has the
+    # token "websocket" is refused unless the protocol has "http websockets" (403), and needs
+    # "Connection: upgrade" (400) and GET (405). Tokens are compared case-insensitively.
+    if direction == "request" and action == "pass" and _has_token(headers, "Upgrade", "websocket"):
+        if not proto.http.get("websockets"):
+            action, status, label = "block", 403, "Websocket Forbidden"
+        elif not _has_token(headers, "Connection", "upgrade"):
+            action, status, label = "block", 400, "Bad Websocket Request"
+        elif request.method != "GET":
+            action, status, label = "block", 405, "Websocket Method Not Allowed"
     destination = None
     if direction == "request" and action == "pass":
         destination = table or next(f.table for f in relay.forwards if f.table)
-    status = 403 if action == "block" and proto.return_error else None
     return Outcome(action=action, table=destination, headers=headers, path=path, tag=tag, label=label,
                    rule=final, status=status)
 

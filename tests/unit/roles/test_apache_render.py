@@ -101,6 +101,20 @@ VARIANTS = {
         "matrix_tls_source": "self_signed",
         "mx_ipv6": True,
     },
+    # MAS and MatrixRTC on host names of their own (MX13, MX14); the JWT service's upstream is a DNS
+    # name that does not resolve here: mod_proxy resolves a worker's host when it connects, so
+    # configtest and the trial start accept it
+    "services": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_mas_url": "https://auth.example.test/",
+        "matrix_mas_upstream": "http://127.0.0.1:8080",
+        "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/",
+        "matrix_rtc_jwt_upstream": "http://hs.internal:8081",
+        "matrix_rtc_sfu_url": "https://sfu.example.test/",
+        "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880",
+        "mx_ipv6": True,
+    },
 }
 ACME = [name for name, v in VARIANTS.items() if v.get("matrix_tls_source") == "acme"]
 
@@ -170,8 +184,17 @@ def _proxy_passes(body):
 
 
 def _locations(body):
-    """{path: text} of the <Location> sections of a virtual host's body."""
-    return dict(re.findall(r'^\s*<Location "([^"]+)">\n(.*?)^\s*</Location>', body, re.M | re.S))
+    """{path: text} of the <Location> sections of a virtual host's body ({regex: text} for <LocationMatch>)."""
+    return dict(re.findall(r'^\s*<Location(?:Match)? "([^"]+)">\n(.*?)^\s*</Location(?:Match)?>', body, re.M | re.S))
+
+
+def _section(route):
+    """The <Location> (or <LocationMatch>) argument of a route: a prefix route that covers the error
+    documents ("/") is a <LocationMatch> of its path without them."""
+    path = route["match"]["path"]
+    if route["match"]["kind"] == "prefix" and re.match(route["match"]["raw_regex"], ERROR_PREFIX):
+        return "^" + re.escape(path) + "(?!" + re.escape(ERROR_PREFIX[len(path):]) + ")"
+    return path
 
 
 def _table_vhost(rendered, name, vhost_name):
@@ -184,6 +207,10 @@ def _table_vhost(rendered, name, vhost_name):
 
 
 ERROR_PREFIX = "/.mxedge-matrix-error/"
+# The client endpoints MAS answers (MX13), under every client API version.
+MAS_VERSIONS = ("api/v1", "r0", "v3", "unstable")
+MAS_ENDPOINTS = ("login", "logout", "refresh")
+SERVICES = [name for name, v in VARIANTS.items() if v.get("matrix_mas_url")]
 # The raw-URI check of a route (MX04): the request target of the request line
 # (origin form, or the path of an absolute URI) must match the route's raw_regex.
 RAW_CHECK = re.compile(
@@ -215,6 +242,9 @@ def test_vhosts_pass_the_uri_untouched_and_set_forwarded_headers(rendered, name)
         for prefix, target, params in passes:
             if "127.0.0.1:8009" in target:
                 continue  # the operator's own ProxyPass (extras variant)
+            if target == "!":
+                assert prefix == ERROR_PREFIX, key  # the error documents under a "/" route stay Apache's
+                continue
             assert target.endswith(prefix), (key, prefix, target)
             assert params.split()[0] == "nocanon" and "retry=0" in params, (key, prefix)
         for line in (
@@ -248,7 +278,8 @@ def test_routing_table(rendered, name):
     # MX01, MX06: forward routes in the table's order (mod_proxy takes the first match); the admin
     # prefix is forwarded only when allow-listed, and then only to the listed addresses
     own = [p for p, t, _opts in _proxy_passes(client) if "8009" not in t]
-    assert own == ([admin] if networks else []) + client_prefixes
+    compat = [f"/_matrix/client/{v}/{e}" for v in MAS_VERSIONS for e in MAS_ENDPOINTS] if "matrix_mas_url" in variables else []
+    assert own == ([admin] if networks else []) + compat + client_prefixes
     rule = f"Require ip {' '.join(networks)}" if networks else "Require all denied"
     assert rule in _locations(client)[admin]
     if federation_port != client_port:
@@ -465,7 +496,7 @@ def test_raw_uri_checked_on_every_route(rendered, name):
         _vhost, body = _table_vhost(rendered, name, vhost["name"])
         locations = _locations(body)
         for route in vhost["routes"]:
-            block = locations[route["match"]["path"]]
+            block = locations[_section(route)]
             if route["action"] == "refuse":
                 assert "Require all denied" in block, route["id"]
                 continue
@@ -505,6 +536,87 @@ def test_raw_uri_check_expression(rendered, line, path, kind, expected):
                 assert bool(found and re.search(raw, found.group(1))) == expected, (line, raw)
                 return
     pytest.fail(f"no forward or static route {kind} {path}")
+
+
+# The services on host names of their own (variant "services"): (vhost, host, ProxyPass target, timeout, upgrade).
+SERVICE_CASES = [
+    ("mas", "auth.example.test", "http://127.0.0.1:8080/", 600, False),
+    ("rtc_jwt", "rtc-jwt.example.test", "http://hs.internal:8081/", 600, False),
+    ("rtc_sfu", "sfu.example.test", "http://127.0.0.1:7880/", 3600, True),
+]
+
+
+@pytest.mark.parametrize(("vhost_name", "host", "target", "timeout", "upgrade"), SERVICE_CASES)
+def test_service_vhosts_answer_only_their_host_and_forward_it_whole(rendered, vhost_name, host, target, timeout, upgrade):
+    """MX13, MX14: one virtual host per service, named by its host only, "/" to its upstream, URI unmodified."""
+    site = rendered["services"]["site"]
+    vhosts = _vhosts(site)
+    body = vhosts[(443, host)]
+    assert re.findall(r"^\s*ServerAlias (\S+)$", body, re.M) == []
+    # no other virtual host answers the service's name
+    for key, other in vhosts.items():
+        if key != (443, host):
+            assert not re.search(rf"^\s*Server(?:Name|Alias) {re.escape(host)}$", other, re.M), key
+    # Apache sends a Host no virtual host names to the first one of the port: the client's, not a service's
+    assert site.index("ServerName matrix.example.test") < site.index(f"ServerName {host}")
+    params = f" nocanon retry=0 connectiontimeout=10 timeout={timeout}" + (" upgrade=websocket" if upgrade else "")
+    # the error documents stay Apache's (an ErrorDocument is an internal redirect, "/" would proxy it)
+    assert _proxy_passes(body) == [(ERROR_PREFIX, "!", ""), ("/", target, params)]
+    vhost, _body = _table_vhost(rendered, "services", vhost_name)
+    assert rendered["services"]["derived"]["upstreams"][vhost_name] == target.rstrip("/")
+    # the route's checks (raw URI, body limit) apply to all of "/" but the error documents
+    section = _locations(body)[_section(vhost["routes"][0])]
+    assert "<LocationMatch \"^/(?!\\.mxedge\\-matrix\\-error/)\">" in body
+    assert f"LimitRequestBody {rendered['services']['derived']['body_limit']}" in section
+    assert [raw for _target, raw in RAW_CHECK.findall(section)] == ["^/"]
+    assert _cited({"site": body}) >= set(vhost["routes"][0]["behaviours"])
+
+
+@pytest.mark.parametrize(("version", "endpoint"), [(v, e) for v in MAS_VERSIONS for e in MAS_ENDPOINTS])
+def test_mas_compat_routes_go_to_mas_before_the_client_api(rendered, version, endpoint):
+    """MX13: login, logout and refresh of every client API version go to MAS, ahead of /_matrix (first match wins)."""
+    client = _vhosts(rendered["services"]["site"])[(443, "matrix.example.test")]
+    passes = _proxy_passes(client)
+    paths = [p for p, _target, _opts in passes]
+    path = f"/_matrix/client/{version}/{endpoint}"
+    _p, target, params = passes[paths.index(path)]
+    assert target == "http://127.0.0.1:8080" + path
+    assert "timeout=600" in params and "upgrade=" not in params
+    assert paths.index(path) < paths.index("/_matrix")
+    # its <Location> merges after /_matrix's (reverse order), with its own raw-URI check
+    block = _locations(client)[path]
+    assert [raw for _t, raw in RAW_CHECK.findall(block)] == [f"^{re.escape(path)}(?:[/?]|$)"]
+    sections = list(_locations(client))
+    assert sections.index(path) > sections.index("/_matrix")
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_websocket_upgrade_only_on_tunnel_routes(rendered, name):
+    """MX14: upgrade=websocket (mod_proxy_http) and apache_tunnel_timeout on tunnel routes; elsewhere neither."""
+    tunnels = 0
+    for vhost in rendered[name]["derived"]["routes"]["vhosts"]:
+        _vhost, body = _table_vhost(rendered, name, vhost["name"])
+        passes = {p: opts for p, target, opts in _proxy_passes(body) if target != "!" and "8009" not in target}
+        for route in vhost["routes"]:
+            if route["action"] != "forward":
+                continue
+            opts = passes[route["match"]["path"]]
+            tunnel = route["policy"]["timeout"] == "tunnel"
+            tunnels += tunnel
+            assert ("upgrade=websocket" in opts.split()) == tunnel, (vhost["name"], route["id"])
+            assert re.search(r"\btimeout=(\d+)", opts).group(1) == ("3600" if tunnel else "600"), route["id"]
+    assert tunnels == (1 if name in SERVICES else 0)
+    # mod_proxy_http tunnels the upgrade itself (2.4.47+); mod_proxy_wstunnel is not needed
+    assert "proxy_http" in rendered[name]["derived"]["modules"]
+    assert "proxy_wstunnel" not in rendered[name]["derived"]["modules"]
+
+
+def test_tunnel_timeout_default_in_lockstep():
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    spec = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())
+    option = spec["argument_specs"]["main"]["options"]["apache_tunnel_timeout"]
+    assert defaults["apache_tunnel_timeout"] == option["default"] == 3600
+    assert option["type"] == "int"
 
 
 CONTRACT = ROOT / "docs" / "contract.md"
@@ -659,3 +771,127 @@ def test_apache_port_80_passes_the_challenge_and_redirects(rendered, name, tmp_p
     # the request URI byte for byte: encoded slash and question mark, double slash, dot segment, query
     assert answers[4].split(" ")[:2] == [
         "301", f"https://{variables['matrix_server_name']}{suffix}/_matrix/media/v3/download/x%2Fy%3Fz//w/../v?q=%3F"]
+
+
+# Stand-ins for MAS, the SFU and the homeserver: an Upgrade request is answered 101 and the
+# connection then echoes what it gets; any other request is answered with what arrived.
+SERVICE_STANDIN = """
+import socket, sys, threading
+def serve(conn):
+    data = b""
+    while b"\\r\\n\\r\\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return
+        data += chunk
+    head = data.split(b"\\r\\n\\r\\n")[0].decode()
+    lines = head.split("\\r\\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+    upgrade = headers.get("upgrade", "none")
+    if upgrade.lower() == "websocket":
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n")
+        while True:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            conn.sendall(b"echo:" + chunk)
+    body = ("port=%s host=%s target=%s upgrade=%s" % (sys.argv[1], headers.get("host"), lines[0].split()[1], upgrade)).encode()
+    conn.sendall(b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\nContent-Length: %d\\r\\n\\r\\n%s" % (len(body), body))
+    conn.close()
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen(16)
+while True:
+    threading.Thread(target=serve, args=(server.accept()[0],), daemon=True).start()
+"""
+
+# A WebSocket handshake over TLS (HTTP/1.1), then one message each way, a pause, another.
+WS_CLIENT = """
+import socket, ssl, sys, time
+host, path = sys.argv[1], sys.argv[2]
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+context.set_alpn_protocols(["http/1.1"])
+conn = context.wrap_socket(socket.create_connection(("127.0.0.1", 443), timeout=5), server_hostname=host)
+conn.sendall(("GET %s HTTP/1.1\\r\\nHost: %s\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
+              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n" % (path, host)).encode())
+data = b""
+while b"\\r\\n\\r\\n" not in data:
+    chunk = conn.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+head, _sep, rest = data.partition(b"\\r\\n\\r\\n")
+status = head.split(b"\\r\\n")[0].decode()
+if not status.startswith("HTTP/1.1 101"):
+    print(status, rest.decode(errors="replace")[:200].replace("\\n", " "))
+    sys.exit(0)
+answers = []
+for message in (b"ping-1", b"ping-2"):
+    conn.sendall(message)
+    answers.append(conn.recv(4096).decode())
+    time.sleep(2)
+print(status, " ".join(answers))
+"""
+
+SERVICES_LIVE_SCRIPT = r"""
+set -u
+ip link set lo up
+for port in 8008 8080 7880; do python3 "$SCRATCH/standin.py" "$port" & done
+. "$APACHE_CONFDIR/envvars"
+APACHE_PID_FILE=$SCRATCH/run/apache2.pid APACHE_RUN_DIR=$SCRATCH/run APACHE_LOCK_DIR=$SCRATCH/run APACHE_LOG_DIR=$SCRATCH/log
+export APACHE_PID_FILE APACHE_RUN_DIR APACHE_LOCK_DIR APACHE_LOG_DIR
+mkdir -p "$SCRATCH/run" "$SCRATCH/log"
+/usr/sbin/apache2 -d "$APACHE_CONFDIR" -D FOREGROUND -c "PidFile $APACHE_PID_FILE" -c "ErrorLog $APACHE_LOG_DIR/error.log" &
+i=0
+while [ ! -s "$APACHE_PID_FILE" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 0.5
+ask() {
+    host=$1
+    shift
+    curl -sk --http1.1 --path-as-is -o "$SCRATCH/body" -w '%{http_code} %{content_type}' --max-time 5 \
+        --resolve "$host:443:127.0.0.1" "$@" 2>/dev/null
+    echo " $(head -c 200 "$SCRATCH/body" | tr -c '[:print:]' ' ')"
+}
+ask auth.example.test 'https://auth.example.test/oauth2/%2Fx/../y?q=1'
+ask matrix.example.test https://matrix.example.test/_matrix/client/v3/login
+ask matrix.example.test https://matrix.example.test/_matrix/client/v3/sync
+ask rtc-jwt.example.test https://rtc-jwt.example.test/sfu/get
+ask sfu.example.test https://sfu.example.test/rtc -X POST -H "Content-Length: $OVER_LIMIT" -H 'Expect:'
+python3 "$SCRATCH/ws.py" sfu.example.test '/rtc?access_token=t'
+python3 "$SCRATCH/ws.py" auth.example.test /ws
+cat "$APACHE_LOG_DIR/error.log" >&2
+"""
+
+
+@pytest.mark.skipif(not _apache_usable() or not shutil.which("curl") or not shutil.which("unshare"),
+                    reason="needs Apache, openssl, curl, unshare and root")
+def test_apache_forwards_the_services_and_tunnels_websocket(rendered, tmp_path):
+    """MX13, MX14 live: Apache on the rendered services variant, stand-in upstreams, in namespaces of their own."""
+    scratch, env = _candidate(rendered, "services", tmp_path)
+    if subprocess.run(["unshare", "--net", "--pid", "--fork", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("unshare --net --pid is not permitted here")
+    (scratch / "standin.py").write_text(SERVICE_STANDIN)
+    (scratch / "ws.py").write_text(WS_CLIENT)
+    env.update(SCRATCH=str(scratch), OVER_LIMIT=str(rendered["services"]["derived"]["body_limit"] + 1))
+    proc = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "sh", "-c", SERVICES_LIVE_SCRIPT],
+                          env=env, capture_output=True, text=True, timeout=90, check=False)
+    daemon_checks.record(f"Apache {daemon_checks.host_version('apache2')} (this machine): "
+                         "services and WebSocket answering curl (unshare --net --pid)")
+    answers = proc.stdout.splitlines()
+    assert len(answers) == 7, proc.stdout + proc.stderr
+    # MAS's host, whole, the URI as sent (MX04), Host kept
+    assert answers[0].endswith("port=8080 host=auth.example.test target=/oauth2/%2Fx/../y?q=1 upgrade=none"), answers[0]
+    # the compat route to MAS, the rest of the client API to the homeserver
+    assert answers[1].endswith("port=8080 host=matrix.example.test target=/_matrix/client/v3/login upgrade=none")
+    assert answers[2].endswith("port=8008 host=matrix.example.test target=/_matrix/client/v3/sync upgrade=none")
+    # an upstream name that does not resolve (hs.internal): mod_proxy answers 500 "DNS lookup failure" itself, a
+    # status the table has no error for, so it is Apache's HTML page (docs/apache.md, "What Apache cannot express")
+    assert answers[3].startswith("500 text/html") and "DNS lookup failure" in proc.stderr, answers[3]
+    # a declared body over the limit on a "/" route is 413 before the upstream is asked (MX08). The body of
+    # this 413 (Content-Length declared, body never sent) is Apache's page on /_matrix too: not checked here
+    assert answers[4].startswith("413 "), answers[4]
+    # the tunnel route upgrades and carries data both ways; a default route does not upgrade
+    assert answers[5] == "HTTP/1.1 101 Switching Protocols echo:ping-1 echo:ping-2", proc.stderr
+    assert answers[6].startswith("HTTP/1.1 200") and answers[6].endswith("upgrade=none"), answers[6]

@@ -16,7 +16,8 @@ import subprocess
 
 import daemon_checks
 import pytest
-from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_routes import BEHAVIOURS
+from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_routes import (
+    BEHAVIOURS, MAS_COMPAT_ENDPOINTS, MAS_COMPAT_VERSIONS)
 from render import render
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -80,6 +81,20 @@ VARIANTS = {
         "caddy_upstream_try_duration": 0,
         "caddy_upstream_max_conns": 8192,
         "caddy_access_log": False,
+    },
+    # MX13, MX14: MAS and MatrixRTC on host names of their own. The JWT service's upstream is a DNS
+    # name that does not resolve here: `caddy adapt` and `caddy validate` do not resolve upstream
+    # names (Caddy dials them per request).
+    "services": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_mas_url": "https://auth.example.test/",
+        "matrix_mas_upstream": "http://127.0.0.1:8080",
+        "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/",
+        "matrix_rtc_jwt_upstream": "http://hs.internal:8081",
+        "matrix_rtc_sfu_url": "https://sfu.example.test/",
+        "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880",
+        "mx_ipv6": True,
     },
 }
 
@@ -164,6 +179,13 @@ def _site_of(text, vhost):
     return _blocks(text)[", ".join(f"{scheme}://{host}:{vhost['port']}" for host in hosts)]
 
 
+def _snippet(route):
+    """The reverse_proxy snippet a forwarding route imports: per pool, stickiness, and the tunnel class apart."""
+    policy = route["policy"]
+    return ("mxedge_matrix_upstream_" + route["upstream"] + (f"_by_{policy['sticky']}" if policy["sticky"] else "")
+            + ("_tunnel" if policy["timeout"] == "tunnel" else ""))
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_starts_with_the_managed_header(rendered, name):
     assert rendered[name]["caddyfile"].startswith("#\n# Ansible managed")
@@ -222,14 +244,15 @@ def test_every_site_renders_the_route_table_in_order(rendered, name):
             "mxedge_matrix_" + re.sub(r"[^A-Za-z0-9]", "_", route["id"]) for route in vhost["routes"]]
         for route, (matcher, match, handle) in zip(vhost["routes"], handles):
             path = route["match"]["path"]
-            expected = f"path {path} {path}/*" if route["match"]["kind"] == "prefix" else f"path {path}"
+            # A prefix ending in "/" ("/", a whole host) is itself and everything below it.
+            expected = f"path {path} {path.rstrip('/')}/*" if route["match"]["kind"] == "prefix" else f"path {path}"
             assert match.strip() == expected, matcher
             if route["action"] == "refuse":
                 assert handle.strip() == f"error {route['status']}", matcher
             elif route["action"] == "static":
                 assert handle.rstrip().endswith("` 200"), matcher
             else:
-                assert handle.rstrip().endswith(f"import mxedge_matrix_upstream_{route['upstream']}"), matcher
+                assert handle.rstrip().endswith(f"import {_snippet(route)}"), matcher
             if route.get("allow_sources"):
                 assert f"@{matcher}_denied not remote_ip {' '.join(route['allow_sources'])}" in handle
                 assert handle.index(f"error @{matcher}_denied 403") < handle.index(f"error @{matcher}_raw_mismatch")
@@ -364,6 +387,119 @@ def test_operator_extras_land_in_their_blocks_first(rendered):
     assert "log {" not in blocks["(mxedge_matrix_site)"]
 
 
+# MX13, MX14: the services variant's sites, and what reverse_proxy dials for each pool.
+SERVICE_SITES = [  # (vhost, host name, pool)
+    ("mas", "auth.example.test", "mas"),
+    ("rtc_jwt", "rtc-jwt.example.test", "rtc_jwt"),
+    ("rtc_sfu", "sfu.example.test", "rtc_sfu"),
+]
+SERVICE_DIALS = {"mas": "127.0.0.1:8080", "rtc_jwt": "hs.internal:8081", "rtc_sfu": "127.0.0.1:7880"}
+
+
+def _comment_before(text, head):
+    """The comment lines right above a top-level block (Caddyfile comments are dropped by _blocks)."""
+    lines = text.split(f"\n{head} {{\n", 1)[0].splitlines()
+    comment = []
+    while lines and lines[-1].startswith("#"):
+        comment.insert(0, lines.pop())
+    return "\n".join(comment)
+
+
+def _forward_routes(variant):
+    return [(vhost, route) for vhost in variant["routes"]["vhosts"] for route in vhost["routes"] if route["action"] == "forward"]
+
+
+@pytest.mark.parametrize("version,endpoint", [(v, e) for v in MAS_COMPAT_VERSIONS for e in MAS_COMPAT_ENDPOINTS])
+def test_mas_compat_routes_go_to_mas_before_the_client_api(rendered, version, endpoint):
+    """MX13: login, logout and refresh of every client API version go to MAS, tried before the /_matrix route."""
+    variant = rendered["services"]
+    client_vhost = next(v for v in variant["routes"]["vhosts"] if v["name"] == "client")
+    handles = _handles(_site_of(variant["caddyfile"], client_vhost))
+    order = [matcher for matcher, _m, _h in handles]
+    matcher = "mxedge_matrix_mas_" + re.sub(r"[^A-Za-z0-9]", "_", f"{version}-{endpoint}")
+    path = f"/_matrix/client/{version}/{endpoint}"
+    (match, handle), = [(m, h) for name, m, h in handles if name == matcher]
+    assert match.strip() == f"path {path} {path}/*"
+    assert handle.rstrip().endswith("import mxedge_matrix_upstream_mas")
+    assert order.index(matcher) < order.index("mxedge_matrix_api_matrix")
+    assert f"# MX13 MX04 route mas-{version.replace('/', '-')}-{endpoint}: prefix {path}, forwarded to mas" in variant["caddyfile"]
+
+
+def test_mas_compat_routes_are_the_only_client_routes_to_mas(rendered):
+    variant = rendered["services"]
+    to_mas = [route["id"] for vhost, route in _forward_routes(variant) if vhost["name"] == "client" and route["upstream"] == "mas"]
+    assert len(to_mas) == len(MAS_COMPAT_VERSIONS) * len(MAS_COMPAT_ENDPOINTS) == 12
+
+
+@pytest.mark.parametrize("vhost_name,host,pool", SERVICE_SITES)
+def test_service_sites_answer_only_their_host_and_forward_it_whole(rendered, vhost_name, host, pool):
+    """MX13, MX14: a site of its own on the service's host name, everything to its pool, URI unmodified."""
+    variant = rendered["services"]
+    text = variant["caddyfile"]
+    vhost = next(v for v in variant["routes"]["vhosts"] if v["name"] == vhost_name)
+    assert (vhost["hosts"], vhost["port"], vhost["any_host"]) == ([host], 443, False)
+    # The site address names the host alone; no other site names it.
+    heads = [head for head in _blocks(text) if re.search(rf"//{re.escape(host)}:", head)]
+    assert heads == [f"https://{host}:443"]
+    site = _blocks(text)[heads[0]]
+    assert site.lstrip().startswith("import mxedge_matrix_site")
+    ((matcher, match, handle),) = [h for h in _handles(site) if h[0].startswith("mxedge_matrix_")]
+    assert match.strip() == "path / /*"
+    assert f'@{matcher}_raw_mismatch expression `!{{http.request.uri}}.matches(r"^/")`' in handle
+    (route,) = vhost["routes"]
+    assert handle.rstrip().endswith(f"import {_snippet(route)}")
+    upstream = _blocks(text)[f"({_snippet(route)})"]
+    assert upstream.strip().startswith(f"reverse_proxy {SERVICE_DIALS[pool]} {{")
+    assert "health_uri" not in upstream  # the service pools have no health path
+    assert not re.search(r"^\s*(rewrite|uri|handle_path)\b", site, re.M)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_websocket_handling_only_on_tunnel_routes(rendered, name):
+    """MX14: only routes of the tunnel class import a tunnel snippet, whose upstream timeouts are caddy_tunnel_timeout."""
+    text = rendered[name]["caddyfile"]
+    blocks = _blocks(text)
+    tunnel_timeout = VARIANTS[name].get("caddy_tunnel_timeout", 3600)
+    upstream_timeout = VARIANTS[name].get("caddy_upstream_timeout", 600)
+    for vhost, route in _forward_routes(rendered[name]):
+        tunnel = route["policy"]["timeout"] == "tunnel"
+        head = f"({_snippet(route)})"
+        upstream, comment = blocks[head], _comment_before(text, head)
+        timeout = tunnel_timeout if tunnel else upstream_timeout
+        assert re.findall(r"^\t\t\t(read|write)_timeout (\d+)s$", upstream, re.M) == [("read", str(timeout)), ("write", str(timeout))]
+        assert ("MX14 WebSocket" in comment) == tunnel, (vhost["name"], route["id"])
+        assert head.endswith("_tunnel)") == tunnel
+    tunnel_snippets = [head for head in blocks if head.startswith("(mxedge_matrix_upstream_") and head.endswith("_tunnel)")]
+    assert len(tunnel_snippets) == (1 if name == "services" else 0)
+    # Caddy 2.6 has no stream_timeout / stream_close_delay (Caddy 2.7): they would not parse.
+    assert not re.search(r"^\s*stream_(timeout|close_delay)\b", text, re.M)
+
+
+def test_the_tunnel_route_is_the_sfu_with_the_default_tunnel_timeout(rendered):
+    variant = rendered["services"]
+    tunnel = [(vhost["name"], route["id"]) for vhost, route in _forward_routes(variant) if route["policy"]["timeout"] == "tunnel"]
+    assert tunnel == [("rtc_sfu", "rtc-sfu")]
+    upstream = _blocks(variant["caddyfile"])["(mxedge_matrix_upstream_rtc_sfu_tunnel)"]
+    assert "read_timeout 3600s" in upstream and "write_timeout 3600s" in upstream
+    assert "(mxedge_matrix_upstream_rtc_sfu)" not in _blocks(variant["caddyfile"])
+
+
+@pytest.mark.skipif(not shutil.which("caddy"), reason="needs the caddy binary")
+def test_caddy_adapts_the_service_sites_to_host_routes_with_their_timeouts(rendered):
+    """MX13, MX14 as Caddy reads them: one route per service host, its reverse_proxy's dial and transport timeouts."""
+    proc = subprocess.run(["caddy", "adapt", "--adapter", "caddyfile", "--config", str(rendered["services"]["path"])],
+                          capture_output=True, text=True, check=True)
+    daemon_checks.record(f"Caddy {daemon_checks.host_version('caddy')} (this machine): caddy adapt")
+    (server,) = [s for s in json.loads(proc.stdout)["apps"]["http"]["servers"].values() if "tcp4/0.0.0.0:443" in s["listen"]]
+    for _vhost, host, pool in SERVICE_SITES:
+        (route,) = [r for r in server["routes"] if r.get("match") == [{"host": [host]}]]
+        text = json.dumps(route)
+        proxies = re.findall(r'"handler": "reverse_proxy".*?"upstreams": \[\{"dial": "([^"]+)"\}\]', text)
+        assert proxies == [SERVICE_DIALS[pool]], host
+        seconds = 3600 if pool == "rtc_sfu" else 600
+        assert f'"read_timeout": {seconds * 10**9}' in text and f'"write_timeout": {seconds * 10**9}' in text, host
+
+
 # Behaviours every Caddyfile implements whatever the table holds: forwarded headers (MX05), limits and
 # timeouts (MX08), TLS/HTTP2/IPv6 (MX09), the checker before going live (MX10), Matrix errors (MX11).
 ALWAYS = {"MX05", "MX08", "MX09", "MX10", "MX11"}
@@ -389,7 +525,7 @@ def test_rendered_configuration_cites_every_behaviour_it_implements(rendered, na
 
 
 def test_the_variants_together_cite_every_behaviour_of_the_contract(rendered):
-    """Caddy implements all of MX01-MX12: across the variable sets, every ID is cited."""
+    """Caddy implements all of MX01-MX14: across the variable sets, every ID is cited."""
     cited = set().union(*(_cited(rendered[name]["caddyfile"]) for name in VARIANTS))
     assert cited == set(BEHAVIOURS), sorted(set(BEHAVIOURS) ^ cited)
 

@@ -93,6 +93,20 @@ VARIANTS = {
         "matrix_tls_source": "self_signed",
         "mx_ipv6": True,
     },
+    # MAS and MatrixRTC (MX13, MX14): three service vhosts on 443 next to the client vhost.
+    # `haproxy -c` resolves server names (libc, at parse time): the DNS-name upstream is
+    # "localhost", which resolves on any machine, not an internal name that would not.
+    "services": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_mas_url": "https://auth.example.test/",
+        "matrix_mas_upstream": "http://127.0.0.1:8080",
+        "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/",
+        "matrix_rtc_jwt_upstream": "http://localhost:8081",
+        "matrix_rtc_sfu_url": "https://sfu.example.test/",
+        "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880",
+        "mx_ipv6": True,
+    },
 }
 ACME = [name for name, v in VARIANTS.items() if v.get("matrix_tls_source") == "acme"]
 
@@ -213,12 +227,18 @@ def test_common_behaviour(rendered, name):
     assert "ssl-default-bind-options prefer-client-ciphers ssl-min-ver TLSv1.2 no-tls-tickets" in sections["global"]
     backend = sections["backend be_matrix_homeserver"]
     assert "option httpchk" in backend
+    # MX08 MX11 the Lua filter limits bodies without a length in every pool's backend but a tunnel pool's.
+    tunnel_pools = {r["upstream"] for v in rendered[name]["facts"]["routes"]["vhosts"] for r in v["routes"]
+                    if r["action"] == "forward" and r["policy"]["timeout"] == "tunnel"}
+    for pool in rendered[name]["facts"]["routes"]["upstreams"]:
+        filters = [line for line in sections[f"backend be_matrix_{pool['name']}"] if line.startswith("filter ")]
+        assert filters == ([] if pool["name"] in tunnel_pools else ["filter lua.mx_body_limit"]), pool["name"]
     assert any(line.startswith("http-check send meth GET uri /health ver HTTP/1.1 hdr Host ") for line in backend)
     for port, lines in _frontends(text).items():
         assert "http-request set-header X-Forwarded-For %[src]" in lines, port
         assert "http-request set-header X-Forwarded-Proto https if { ssl_fc }" in lines, port
         assert "http-request set-var(txn.mx_path) path,lua.mx_normalize_path" in lines, port
-        assert "filter lua.mx_body_limit" in lines, port
+        assert not any(line.startswith("filter ") for line in lines), port
         assert lines[-1] == "default_backend be_matrix_error_404", port
         assert all(re.search(r"\bssl crt \S+ alpn h2,http/1.1$", line) for line in lines if line.startswith("bind "))
         # Security rules (the role's own http-request rules) come before anything
@@ -408,6 +428,11 @@ def test_rendered_configuration_cites_every_behaviour_of_the_contract(rendered, 
         not_applicable.add("MX03")  # matrix_well_known_serve: false
     if not any(not v["tls"] for v in table["vhosts"]):
         not_applicable.add("MX12")  # no plain-HTTP listener without ACME
+    services = {v["name"] for v in table["vhosts"]}
+    if "mas" not in services:
+        not_applicable.add("MX13")  # no matrix_mas_url
+    if not {"rtc_jwt", "rtc_sfu"} & services:
+        not_applicable.add("MX14")  # no matrix_rtc_*_url
     comments = [line for line in variant["cfg"].splitlines() if line.strip().startswith("#")]
     cited = {i for line in comments for i in re.findall(r"\bMX\d\d\b", line)}
     assert cited <= set(BEHAVIOURS), cited - set(BEHAVIOURS)
@@ -713,3 +738,240 @@ def test_preflight_refuses_an_extra_with_no_frontend(tmp_path, name):
     assert "Assert every per-vhost extra has a listener to go into" in output, output[-3000:]
     for fragment in fragments:
         assert fragment in output, (fragment, output[-3000:])
+
+
+# MAS and MatrixRTC (MX13, MX14): the "services" variant.
+# vhost, its one Host name, its route, its pool and that pool's one server.
+SERVICE_VHOSTS = [
+    ("mas", "auth.example.test", "mas", "127.0.0.1:8080"),
+    ("rtc_jwt", "rtc-jwt.example.test", "rtc-jwt", "localhost:8081"),
+    ("rtc_sfu", "sfu.example.test", "rtc-sfu", "127.0.0.1:7880"),
+]
+MAS_COMPAT = [(version, endpoint) for version in ("api/v1", "r0", "v3", "unstable")
+              for endpoint in ("login", "logout", "refresh")]
+
+
+@pytest.mark.parametrize(("vhost", "host", "route", "server"), SERVICE_VHOSTS)
+def test_service_vhosts_answer_only_their_host_names(rendered, vhost, host, route, server):
+    """MX13, MX14: each service is a vhost of port 443 chosen by its Host name alone, routed whole
+    ("/") to its own pool; no other vhost answers that name and no vhost answers any Host."""
+    text = rendered["services"]["cfg"]
+    lines = _frontends(text)[443]
+    vhost_rules = [line for line in lines if line.startswith("http-request set-var(txn.mx_vhost)")]
+    assert _vhost_rule(vhost, host) in vhost_rules
+    assert [line for line in vhost_rules if host in line] == [_vhost_rule(vhost, host)]
+    assert not any(" unless " in line for line in vhost_rules)  # an unknown Host: default_backend (404)
+    assert _vhost_rule("client", "matrix.example.test") in vhost_rules
+    key = f"{vhost}_{route}"
+    # "/" matches every normalised path below the root, and every raw URI; nothing is left for the fallback.
+    assert [line for line in lines if line.startswith(f"acl mx_path_{key} ")] == [
+        f"acl mx_path_{key} var(txn.mx_path) -i -m beg /"]
+    assert f"acl mx_raw_{key} pathq -m reg '^/'" in lines
+    selected = [line for line in lines if line.startswith(f"http-request set-var(txn.mx_route) str({vhost}.")]
+    assert selected == [f"http-request set-var(txn.mx_route) str({vhost}.{route}) if mx_vhost_{vhost} "
+                        f"!{{ var(txn.mx_route) -m found }} mx_path_{key}"]
+    routing = [line for line in lines if line.startswith("use_backend")
+               and line.endswith((f" if mx_route_{key}", f" if mx_vhost_{vhost}"))]
+    assert routing == [f"use_backend be_matrix_{vhost} if mx_route_{key}", f"use_backend be_matrix_error_404 if mx_vhost_{vhost}"]
+    backend = _sections(text)[f"backend be_matrix_{vhost}"]
+    assert backend[0] == "balance first" and backend[-1] == f"server {vhost} {server}"
+    assert "option httpchk" not in backend  # no health path: no checks
+    by_name = {v["name"]: v for v in rendered["services"]["facts"]["routes"]["vhosts"]}
+    assert by_name[vhost]["hosts"] == [host] and by_name[vhost]["port"] == 443 and not by_name[vhost]["any_host"]
+
+
+@pytest.mark.parametrize(("version", "endpoint"), MAS_COMPAT)
+def test_mas_compat_routes_go_to_mas_before_the_client_api(rendered, version, endpoint):
+    """MX13: login, logout and refresh of every client API version go to MAS, chosen before the
+    /_matrix route would send them to the homeserver; the prefix ends at a path segment."""
+    lines = _frontends(rendered["services"]["cfg"])[443]
+    route = f"mas-{version.replace('/', '-')}-{endpoint}"
+    key = f"client_{route}"
+    path = f"/_matrix/client/{version}/{endpoint}"
+    assert f"acl mx_path_{key} var(txn.mx_path) -i -m str {path}" in lines
+    assert f"acl mx_path_{key} var(txn.mx_path) -i -m beg {path}/" in lines
+    assert f"acl mx_raw_{key} pathq -m reg {_quoted('^' + path + '(?:[/?]|$)')}" in lines
+    selected = [line.split()[2] for line in lines if line.startswith("http-request set-var(txn.mx_route) str(client.")]
+    assert selected.index(f"str(client.{route})") < selected.index("str(client.api-matrix)")
+    assert selected.index("str(client.admin-synapse-admin)") < selected.index(f"str(client.{route})")
+    assert f"use_backend be_matrix_mas if mx_route_{key}" in lines
+    assert f"http-request set-var(txn.mx_body_limit) int(52428800) if mx_route_{key}" in lines
+
+
+def test_mas_compat_routes_in_the_tables_order(rendered):
+    lines = _frontends(rendered["services"]["cfg"])[443]
+    selected = [line.split()[2][4:-1] for line in lines if line.startswith("http-request set-var(txn.mx_route) str(client.")]
+    assert selected == (["client.admin-synapse-admin"]
+                        + [f"client.mas-{v.replace('/', '-')}-{e}" for v, e in MAS_COMPAT]
+                        + ["client.api-matrix", "client.api-synapse-client", "client.health"])
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_websocket_tunnel_only_on_tunnel_routes(rendered, name):
+    """MX14, MX08: the backend of a tunnel-class route states timeout tunnel (the role default,
+    3600 s); no other backend does, and no rule rewrites Upgrade or Connection anywhere: HAProxy
+    passes the upgrade as received, and only an upstream answering 101 makes a tunnel."""
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    variant = rendered[name]
+    table = variant["facts"]["routes"]
+    text = variant["cfg"]
+    sections = _sections(text)
+    default = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())["haproxy_timeout_tunnel"]
+    assert default >= 3600
+    assert f"timeout tunnel {default}s" in sections["defaults"]
+    tunnel_pools = {r["upstream"] for v in table["vhosts"] for r in v["routes"]
+                    if r["action"] == "forward" and r["policy"]["timeout"] == "tunnel"}
+    assert tunnel_pools == ({"rtc_sfu"} if name == "services" else set())
+    for pool in table["upstreams"]:
+        backend = sections[f"backend be_matrix_{pool['name']}"]
+        stated = [line for line in backend if line.startswith("timeout ")]
+        assert stated == ([f"timeout tunnel {default}s"] if pool["name"] in tunnel_pools else []), pool["name"]
+    assert not re.search(r"^\s*http-(request|response) \S+-header (Upgrade|Connection)\b", text, re.M | re.I)
+    websocket = [line.strip() for line in text.splitlines() if line.strip().startswith("# MX14 MX08 WebSocket")]
+    assert websocket == (["# MX14 MX08 WebSocket: the Upgrade (HTTP/2: extended CONNECT) goes to be_matrix_rtc_sfu as"]
+                         if name == "services" else [])
+
+
+# Stand-ins for the homeserver, MAS, the JWT service and the SFU: each answers
+# "<port> <Host> <X-Forwarded-For> <path>" in JSON; the SFU (port 7880) answers a WebSocket
+# upgrade with 101 and then echoes what it reads.
+SERVICE_STANDIN = r"""
+import base64, hashlib, http.server, json, socket, sys
+port = int(sys.argv[1])
+class Standin(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if port == 7880 and self.headers.get("Upgrade", "").lower() == "websocket":
+            accept = base64.b64encode(hashlib.sha1((self.headers["Sec-WebSocket-Key"]
+                                                    + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", accept.decode())
+            self.end_headers()
+            self.wfile.flush()
+            while True:
+                data = self.connection.recv(4096)
+                if not data:
+                    break
+                self.connection.sendall(data)
+            self.close_connection = True
+            return
+        body = json.dumps([port, self.headers.get("Host"), self.headers.get("X-Forwarded-For"), self.path]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_POST = do_GET
+    def log_message(self, *args):
+        pass
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6  # "::", dual stack: "localhost" may resolve to ::1 or 127.0.0.1
+Server(("::", port), Standin).serve_forever()
+"""
+
+# An HTTP/1.1 WebSocket upgrade through HAProxy, idle longer than timeout client and server,
+# then one message each way: "<host> <status line> echoed|not echoed".
+WEBSOCKET_CLIENT = r"""
+import socket, ssl, sys, time
+host, path, idle = sys.argv[1], sys.argv[2], float(sys.argv[3])
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+with context.wrap_socket(socket.create_connection(("127.0.0.1", 443), timeout=10), server_hostname=host) as tls:
+    tls.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, host)).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = tls.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    status = head.split(b"\r\n", 1)[0].decode()
+    time.sleep(idle)
+    try:
+        tls.sendall(b"ping")
+        echo = tls.recv(4096)
+    except OSError:
+        echo = b""
+    print(host, status, "echoed" if echo == b"ping" else "not echoed")
+"""
+
+SERVICES_SCRIPT = r"""
+set -u
+ip link set lo up
+for port in 8008 8080 8081 7880; do python3 "$SCRATCH/standin.py" "$port" & done
+haproxy -db -f "$SCRATCH/haproxy.cfg" >"$SCRATCH/haproxy.log" 2>&1 &
+i=0
+while ! grep -q "is UP" "$SCRATCH/haproxy.log" && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+ask() {
+    curl -sk --path-as-is --resolve "$1:443:127.0.0.1" -H "X-Forwarded-For: 192.0.2.66" -o "$SCRATCH/body" \
+        -w '%{http_code} ' --max-time 10 "https://$1$2"
+    head -c 300 "$SCRATCH/body" | tr -d '\n'
+    echo
+}
+ask auth.example.test /.well-known/openid-configuration
+ask auth.example.test /_matrix/client/v3/sync
+ask matrix.example.test /_matrix/client/v3/login
+ask matrix.example.test /_matrix/client/r0/logout/all
+ask matrix.example.test '/_matrix/client/unstable/refresh?x=1'
+ask matrix.example.test /_matrix/client/v3/loginx
+ask matrix.example.test /_matrix/client/v3/sync
+ask rtc-jwt.example.test /sfu/get
+ask sfu.example.test '/rtc/validate?access_token=t'
+ask unknown.example.test /
+python3 "$SCRATCH/ws.py" sfu.example.test '/rtc?access_token=t' 3
+python3 "$SCRATCH/ws.py" matrix.example.test /_matrix/client/versions 0
+"""
+
+
+@pytest.mark.skipif(not all(shutil.which(tool) for tool in ("haproxy", "openssl", "curl", "unshare", "ip")),
+                    reason="needs haproxy, openssl, curl, unshare and ip")
+def test_haproxy_routes_the_services_and_tunnels_the_sfu_websocket(rendered, tmp_path):
+    """MX13, MX14, MX05 live: a real HAProxy on the "services" configuration next to stand-ins for the
+    homeserver, MAS, the JWT service and the SFU. Each service host goes whole to its service, the
+    compat routes to MAS and their neighbours to the homeserver; a WebSocket upgrade on the SFU host
+    becomes a tunnel that outlives timeout client and server (lowered to 1 s here), while an upgrade
+    asked of the homeserver stays plain HTTP."""
+    if subprocess.run(["unshare", "--net", "--pid", "--fork", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("unshare --net --pid is not permitted here")
+    variant = rendered["services"]
+    _install_test_certificate(variant, tmp_path)
+    cfg = variant["cfg"].replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock"))
+    cfg = re.sub(r"(?m)^(\s+timeout (client|server)) \d+s$", r"\1 1s", cfg)
+    assert cfg.count(" 1s\n") == 2
+    (tmp_path / "haproxy.cfg").write_text(cfg)
+    (tmp_path / "standin.py").write_text(SERVICE_STANDIN)
+    (tmp_path / "ws.py").write_text(WEBSOCKET_CLIENT)
+    proc = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "sh", "-c", SERVICES_SCRIPT],
+                          env=dict(os.environ, SCRATCH=str(tmp_path)), capture_output=True, text=True, timeout=120,
+                          check=False)
+    daemon_checks.record(f"HAProxy {daemon_checks.host_version('haproxy')} (this machine): "
+                         "service hosts and a WebSocket tunnel answering (unshare --net --pid)")
+    logs = proc.stderr + (tmp_path / "haproxy.log").read_text()
+    answers = proc.stdout.splitlines()
+    assert len(answers) == 12, proc.stdout + logs
+
+    def forwarded(port, host, path):
+        # the upstream's port, the Host as sent, X-Forwarded-For overwritten, the URI unmodified
+        return "200 " + json.dumps([port, host, "127.0.0.1", path])
+
+    assert answers[:9] == [
+        forwarded(8080, "auth.example.test", "/.well-known/openid-configuration"),
+        forwarded(8080, "auth.example.test", "/_matrix/client/v3/sync"),
+        forwarded(8080, "matrix.example.test", "/_matrix/client/v3/login"),
+        forwarded(8080, "matrix.example.test", "/_matrix/client/r0/logout/all"),
+        forwarded(8080, "matrix.example.test", "/_matrix/client/unstable/refresh?x=1"),
+        forwarded(8008, "matrix.example.test", "/_matrix/client/v3/loginx"),
+        forwarded(8008, "matrix.example.test", "/_matrix/client/v3/sync"),
+        forwarded(8081, "rtc-jwt.example.test", "/sfu/get"),
+        forwarded(7880, "sfu.example.test", "/rtc/validate?access_token=t"),
+    ], logs
+    errors = variant["facts"]["routes"]["errors"]
+    assert answers[9] == "404 " + errors["404"]["body"]
+    assert answers[10] == "sfu.example.test HTTP/1.1 101 Switching Protocols echoed", logs
+    # The homeserver answers the upgrade as a plain request: no tunnel, "ping" is no HTTP request.
+    assert answers[11] == "matrix.example.test HTTP/1.1 200 OK not echoed", logs

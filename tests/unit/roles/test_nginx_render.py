@@ -105,6 +105,24 @@ VARIANTS = {
         "1.22.1",
         "3.0.17",
     ),
+    # MAS and MatrixRTC (MX13, MX14). nginx resolves an upstream's DNS name when it loads its
+    # configuration, nginx -t included (and in a container without network): the JWT service
+    # is reached by "localhost" (/etc/hosts), the others by address.
+    "services": (
+        {
+            "matrix_server_name": "example.test",
+            "matrix_homeserver_fqdn": "matrix.example.test",
+            "matrix_mas_url": "https://auth.example.test/",
+            "matrix_mas_upstream": "http://127.0.0.1:8080",
+            "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/",
+            "matrix_rtc_jwt_upstream": "http://localhost:8081",
+            "matrix_rtc_sfu_url": "https://sfu.example.test/",
+            "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880",
+            "mx_ipv6": True,
+        },
+        "1.22.1",
+        "3.0.17",
+    ),
 }
 
 PLAYBOOK = """
@@ -223,10 +241,11 @@ def test_proxy_pass_has_no_uri_part_and_forwarded_headers_are_overwritten(render
     text = rendered[name]["matrix"]
     passes = re.findall(r"^\s*proxy_pass\s+([^;]+);", text, re.M)
     challenge = {"http://mxedge_acme"} if name.startswith("acme") else set()
-    assert passes and set(passes) == {"http://mxedge_homeserver"} | challenge
+    services = {f"http://mxedge_{pool}" for pool in ("mas", "rtc_jwt", "rtc_sfu")} if name == "services" else set()
+    assert passes and set(passes) == {"http://mxedge_homeserver"} | challenge | services
     assert "$proxy_add_x_forwarded_for" not in text
     for block in _servers(text):
-        if "proxy_pass http://mxedge_homeserver" in block:
+        if "proxy_pass http://" in block:
             assert "proxy_set_header X-Forwarded-For $remote_addr;" in block
             assert "proxy_set_header X-Forwarded-Proto $scheme;" in block
             assert 'proxy_set_header Connection "";' in block
@@ -387,7 +406,7 @@ def test_every_route_of_the_table_is_a_location_in_order(rendered, name):
     for vhost in table["vhosts"]:
         block = _vhost_block(variant, vhost)
         locations = _locations(block)
-        heads = [key for key in locations if key[1] != "/"]
+        heads = [key for key in locations if key != ("", "/")]  # the listener's fallback
         assert heads == [("=" if r["match"]["kind"] == "exact" else "^~", r["match"]["path"]) for r in vhost["routes"]]
         for route in vhost["routes"]:
             body = locations[("=" if route["match"]["kind"] == "exact" else "^~", route["match"]["path"])]
@@ -439,17 +458,27 @@ def _normalise(raw):
     return "/" + "/".join(out) + ("/" if path.endswith(("/", "/.", "/..")) and out else "")
 
 
-def _nginx_answers(block, raw, source):
-    """What a server block does with `raw` from `source`, as nginx would: "forward", "static" or a status."""
-    import ipaddress  # pylint: disable=import-outside-toplevel
-
-    uri, locations = _normalise(raw), _locations(block)
-    if uri is None:
-        return 404  # nginx's 400 for an unparsable URI, answered as the table's 404 (errors.inc)
+def _nginx_location(block, uri):
+    """The body of the location nginx picks for the normalised `uri` (exact, else the longest prefix)."""
+    locations = _locations(block)
     body = locations.get(("=", uri))
     if body is None:
         prefixes = [key for key in locations if key[0] in ("^~", "") and uri.startswith(key[1])]
         body = locations[max(prefixes, key=lambda key: len(key[1]))]
+    return body
+
+
+def _nginx_answers(block, raw, source, upstream=False):
+    """What a server block does with `raw` from `source`, as nginx would: "forward", "static" or a status.
+
+    With `upstream`, a forwarded request answers "forward <upstream block>".
+    """
+    import ipaddress  # pylint: disable=import-outside-toplevel
+
+    uri = _normalise(raw)
+    if uri is None:
+        return 404  # nginx's 400 for an unparsable URI, answered as the table's 404 (errors.inc)
+    body = _nginx_location(block, uri)
     check = _raw_check(body)
     if check and not re.search(check[0], raw):
         return check[1]
@@ -457,7 +486,7 @@ def _nginx_answers(block, raw, source):
     if "deny all;" in body and not any(ipaddress.ip_address(source) in ipaddress.ip_network(n) for n in allowed):
         return 403
     if "proxy_pass" in body:
-        return "forward"
+        return "forward " + re.search(r"proxy_pass http://(\S+);", body).group(1) if upstream else "forward"
     if "alias" in body:
         return "static"
     return int(re.search(r"return (\d+)", body).group(1))
@@ -484,7 +513,7 @@ ISSUE_18 = [
 
 
 @pytest.mark.parametrize("raw", ISSUE_18)
-@pytest.mark.parametrize("name", ["delegated", "same_host_not_on_443", "extras_no_well_known"])
+@pytest.mark.parametrize("name", ["delegated", "same_host_not_on_443", "extras_no_well_known", "services"])
 def test_no_admin_bypass_through_a_route_the_path_normalises_to(rendered, name, raw):
     variant = rendered[name]
     client = next(v for v in variant["derived"]["routes"]["vhosts"] if v["name"] == "client")
@@ -561,6 +590,10 @@ def test_rendered_configuration_cites_every_behaviour_of_the_contract(rendered, 
         not_applicable.add("MX03")  # matrix_well_known_serve: false
     if "http" not in names:
         not_applicable.add("MX12")  # no plain-HTTP listener without ACME
+    if "mas" not in names:
+        not_applicable.add("MX13")  # matrix_mas_url unset
+    if not {"rtc_jwt", "rtc_sfu"} & names:
+        not_applicable.add("MX14")  # matrix_rtc_*_url unset
     text = "\n".join(variant[key] for key in ("main", "matrix", "errors"))
     cited = {i for line in text.splitlines() if line.strip().startswith("#") for i in re.findall(r"\bMX\d\d\b", line)}
     assert cited <= set(BEHAVIOURS), cited - set(BEHAVIOURS)
@@ -592,3 +625,147 @@ def test_nginx_accepts_the_rendered_tree(rendered, name, tmp_path):
     conf.write_text(re.sub(r"(ssl_certificate_key) \S+;", rf"\1 {key};", text))
     proc = nginx.test(tree / "nginx.conf", tmp_path)
     assert proc.returncode == 0, f"{nginx}: {proc.stderr}"
+
+
+# --- MAS and MatrixRTC on host names of their own (MX13, MX14) ---
+
+SERVICES = VARIANTS["services"][0]
+MAS_COMPAT = [(version, endpoint) for version in ("api/v1", "r0", "v3", "unstable")
+              for endpoint in ("login", "logout", "refresh")]
+SERVICE_VHOSTS = [
+    # (listener, its host name, upstream block, upstream server, timeout class)
+    ("mas", "auth.example.test", "mxedge_mas", "127.0.0.1:8080", "default"),
+    ("rtc_jwt", "rtc-jwt.example.test", "mxedge_rtc_jwt", "localhost:8081", "default"),
+    ("rtc_sfu", "sfu.example.test", "mxedge_rtc_sfu", "127.0.0.1:7880", "tunnel"),
+]
+
+
+def _table_vhost(variant, name):
+    return next(v for v in variant["derived"]["routes"]["vhosts"] if v["name"] == name)
+
+
+def _role_default(key):
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    spec = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    assert defaults[key] == spec[key]["default"], key
+    return defaults[key]
+
+
+@pytest.mark.parametrize("version,endpoint", MAS_COMPAT)
+def test_mas_compat_routes_go_to_mas_before_the_client_api(rendered, version, endpoint):
+    """MX13: login, logout and refresh of every client API version go to MAS, the rest of /_matrix to the homeserver."""
+    variant = rendered["services"]
+    client = _vhost_block(variant, _table_vhost(variant, "client"))
+    path = f"/_matrix/client/{version}/{endpoint}"
+    body = _location(client, "^~", path)
+    assert "proxy_pass http://mxedge_mas;" in body
+    assert "proxy_set_header Upgrade" not in body  # timeout class default: no WebSocket
+    assert client.index(f"location ^~ {path} {{") < client.index("location ^~ /_matrix {")
+    assert _nginx_answers(client, path, "192.0.2.7", upstream=True) == "forward mxedge_mas"
+    assert _nginx_answers(client, path + "/sub?x=1", "192.0.2.7", upstream=True) == "forward mxedge_mas"
+    # Only the raw spelling goes to MAS: one that normalises to it from elsewhere is refused (MX04).
+    assert _nginx_answers(client, f"/_matrix/client/{version}/%2E%2E/{version.split('/')[-1]}/{endpoint}", "192.0.2.7") == 404
+    # The other endpoints of that version still reach the homeserver.
+    assert _nginx_answers(client, f"/_matrix/client/{version}/sync", "192.0.2.7", upstream=True) == "forward mxedge_homeserver"
+
+
+def test_mas_compat_routes_are_twelve_and_only_on_the_client_listener(rendered):
+    variant = rendered["services"]
+    text = variant["matrix"]
+    assert len(re.findall(r"^\s*proxy_pass http://mxedge_mas;", text, re.M)) == len(MAS_COMPAT) + 1  # + the MAS host
+    federation = _vhost_block(variant, _table_vhost(variant, "federation"))
+    assert "mxedge_mas" not in federation and "/login" not in federation
+    for name in VARIANTS:
+        if name != "services":
+            assert "mxedge_mas" not in rendered[name]["matrix"] and "mxedge_rtc" not in rendered[name]["matrix"]
+
+
+@pytest.mark.parametrize("vhost,host,upstream,server,timeout", SERVICE_VHOSTS)
+def test_service_listeners_answer_only_their_host_name(rendered, vhost, host, upstream, server, timeout):
+    """MX13, MX14: one TLS server block per service, its host name only, the whole host to its upstream."""
+    variant = rendered["services"]
+    table_vhost = _table_vhost(variant, vhost)
+    assert table_vhost["hosts"] == [host] and table_vhost["routes"][0]["policy"]["timeout"] == timeout
+    block = _vhost_block(variant, table_vhost)
+    assert re.findall(r"^\s*server_name (.+);", block, re.M) == [host]
+    assert "listen 443 ssl http2;" in block and "listen [::]:443 ssl http2;" in block
+    assert "default_server" not in block
+    # One location, "^~ /", and no fallback "location /" next to it (nginx would refuse the duplicate).
+    assert list(_locations(block)) == [("^~", "/")]
+    body = _location(block, "^~", "/")
+    assert f"proxy_pass http://{upstream};" in body
+    assert _raw_check(body) == ("^/", 404)
+    for raw in ("/", "/anything?x=1", "/a/%2F/b", "/_matrix/client/v3/login"):
+        assert _nginx_answers(block, raw, "192.0.2.7", upstream=True) == f"forward {upstream}", raw
+    assert re.search(rf"^upstream {upstream} \{{\n    server {re.escape(server)};\n    keepalive \d+;\n\}}",
+                     variant["matrix"], re.M)
+    # The block may be nginx's default for its port (the first there, e.g. with the client API
+    # elsewhere): it checks the host name itself before any location.
+    check = re.search(r'^ {4}if \(\$host !~ "((?:[^"\\]|\\.)*)"\) \{\s*return (\d+);\s*\}', block, re.M)
+    assert check and int(check.group(2)) == 404 and block.index(check.group(0)) < block.index("    location ")
+    pattern = _nginx_unquote(check.group(1))
+    assert re.search(pattern, host)
+    for other in ("matrix.example.test", "example.test", f"x.{host}", host.replace(".", "x", 1), f"{host}.evil"):
+        assert not re.search(pattern, other), other
+    # No other server block names the host; the client block comes first on port 443, so nginx's
+    # default for an unknown host name on that port is never a service.
+    others = [b for b in _servers(variant["matrix"]) if b != block]
+    assert not any(re.search(rf"^\s*server_name .*\b{re.escape(host)}\b", b, re.M) for b in others)
+    on_443 = [b for b in _servers(variant["matrix"]) if re.search(r"^\s*listen 443 ssl", b, re.M)]
+    assert "server_name matrix.example.test;" in on_443[0]
+
+
+def _server_headers(block):
+    """{name: value} of the proxy_set_header lines at server level (outside every location)."""
+    outside = re.sub(r"^ {4}location [^\n]*\{\n.*?^ {4}\}\n", "", block, flags=re.M | re.S)
+    return dict(re.findall(r"^ {4}proxy_set_header (\S+) (.+);", outside, re.M))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_websocket_upgrade_only_on_tunnel_routes(rendered, name):
+    """MX14: Upgrade and Connection: upgrade pass through on tunnel routes, and only there."""
+    variant = rendered[name]
+    tunnels = 0
+    for vhost in variant["derived"]["routes"]["vhosts"]:
+        block = _vhost_block(variant, vhost)
+        locations = _locations(block)
+        for route in vhost["routes"]:
+            body = locations[("=" if route["match"]["kind"] == "exact" else "^~", route["match"]["path"])]
+            headers = dict(re.findall(r"^\s*proxy_set_header (\S+) (.+);", body, re.M))
+            if route["action"] == "forward" and route["policy"]["timeout"] == "tunnel":
+                tunnels += 1
+                # A location with proxy_set_header of its own inherits none of the server's: all repeated.
+                assert headers == dict(_server_headers(block), Upgrade="$http_upgrade",
+                                       Connection="$mxedge_connection_upgrade"), body
+            else:
+                assert headers == {}, (route["id"], body)
+        for body in (b for key, b in locations.items() if key == ("", "/")):
+            assert "proxy_set_header" not in body
+        if any(r["action"] == "forward" for r in vhost["routes"]):
+            assert _server_headers(block)["Connection"] == '""'  # keep-alive to the upstream, no upgrade
+            assert "Upgrade" not in _server_headers(block)
+    assert tunnels == (1 if name == "services" else 0)
+    # The map: "upgrade" only when the client asked for one; "" (no header, keep-alive) otherwise.
+    upgrade_map = re.search(r"^map \$http_upgrade \$mxedge_connection_upgrade \{\n(.*?)^\}", variant["matrix"], re.M | re.S)
+    assert bool(upgrade_map) == bool(tunnels)
+    if upgrade_map:
+        assert re.findall(r"^\s+(\S+)\s+(\S+);", upgrade_map.group(1), re.M) == [('""', '""'), ("default", "upgrade")]
+        assert variant["matrix"].index("\nmap $http_upgrade") < variant["matrix"].index("\nserver {")  # http level
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_tunnel_routes_get_the_tunnel_timeout_and_the_others_keep_theirs(rendered, name):
+    """MX14: an idle WebSocket stays open nginx_tunnel_timeout (3600 s by default); other routes nginx_proxy_timeout."""
+    tunnel, other = _role_default("nginx_tunnel_timeout"), _role_default("nginx_proxy_timeout")
+    assert tunnel >= 3600
+    variant = rendered[name]
+    for vhost in variant["derived"]["routes"]["vhosts"]:
+        locations = _locations(_vhost_block(variant, vhost))
+        for route in vhost["routes"]:
+            if route["action"] != "forward":
+                continue
+            body = locations[("=" if route["match"]["kind"] == "exact" else "^~", route["match"]["path"])]
+            expected = tunnel if route["policy"]["timeout"] == "tunnel" else other
+            assert f"proxy_read_timeout {expected}s;" in body and f"proxy_send_timeout {expected}s;" in body, route["id"]

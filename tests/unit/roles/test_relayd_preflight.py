@@ -39,6 +39,13 @@ CASES = {
                   ["relayd_http_headerlen=200000", "from 8192 to 131072"]),
     "session_timeout": ({"relayd_session_timeout": 60}, "7.6", "Assert relayd_session_timeout outlasts a /sync long-poll",
                         ["relayd_session_timeout=60", "from 180"]),
+    "tunnel_timeout": ({"relayd_tunnel_timeout": 0}, "7.6", "Assert relayd_tunnel_timeout is a number of seconds relayd accepts",
+                       ["relayd_tunnel_timeout=0", "from 1 to"]),
+    # MAS and both MatrixRTC services (MX13, MX14): relayd renders all of them, preflight passes.
+    "services": ({"matrix_mas_url": "https://auth.example.test/", "matrix_mas_upstream": "http://127.0.0.1:8080",
+                  "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/", "matrix_rtc_jwt_upstream": "http://127.0.0.1:8081",
+                  "matrix_rtc_sfu_url": "https://sfu.example.test:7443/", "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880"},
+                 "7.6", "Assert relayd and httpd are installed", ["/usr/sbin/relayd", "OpenBSD base system"]),
     "check_timing": ({"relayd_check_timeout": 10000}, "7.6", "Assert the health check timing is one relayd accepts",
                      ["relayd_check_timeout=10000", "global timeout exceeds interval"]),
     "httpd_name": ({"relayd_httpd_service": "httpd"}, "7.6",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
+import urllib.parse
 
 import pytest
 import yaml
@@ -102,6 +103,33 @@ CASES = {
         "relayd_request_id_value": "$SERVER_ADDR-$REMOTE_ADDR-$REMOTE_PORT",
         "case_ipv6": False,
     },
+    # MX13 MX14: MAS and both MatrixRTC services on host names of their own, all on 443 (the client's
+    # relay). The upstreams are IP literals because table hosts are resolved when relayd loads its
+    # configuration ("relayd -n" fails on a name it cannot resolve).
+    "services": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_mas_url": "https://auth.example.test/",
+        "matrix_mas_upstream": "http://127.0.0.1:8080",
+        "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/",
+        "matrix_rtc_jwt_upstream": "http://127.0.0.2:8081",
+        "matrix_rtc_sfu_url": "https://sfu.example.test/",
+        "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880",
+        "case_ipv6": True,
+    },
+    # The same with the SFU on a port of its own: its relay alone allows WebSockets and idles long.
+    "services_sfu_port": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_mas_url": "https://auth.example.test/",
+        "matrix_mas_upstream": "http://127.0.0.1:8080",
+        "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/",
+        "matrix_rtc_jwt_upstream": "http://127.0.0.2:8081",
+        "matrix_rtc_sfu_url": "https://sfu.example.test:7443/",
+        "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880",
+        "relayd_tunnel_timeout": 7200,
+        "case_ipv6": False,
+    },
 }
 
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
@@ -113,7 +141,8 @@ def var(case, name):
         "matrix_client_port": 443, "matrix_federation_port": 8448, "matrix_well_known_serve": True,
         "matrix_homeserver_flavour": "synapse", "matrix_homeserver_address": "127.0.0.1",
         "matrix_homeserver_port": 8008, "matrix_max_upload_size_mb": 50, "matrix_admin_allowed_networks": [],
-        "matrix_request_id_header": "X-Request-ID",
+        "matrix_request_id_header": "X-Request-ID", "matrix_mas_url": "", "matrix_rtc_jwt_url": "",
+        "matrix_rtc_sfu_url": "",
     }
     values = CASES[case]
     if name in values:
@@ -149,6 +178,11 @@ def expected(case):
     relays = {"mxedge_client": client}
     if separate:
         relays["mxedge_federation"] = federation
+    for name in ("mas", "rtc_jwt", "rtc_sfu"):
+        url = CASES[case].get(f"matrix_{name}_url")
+        port = url and (urllib.parse.urlsplit(url).port or 443)
+        if port and port not in relays.values():
+            relays[f"mxedge_{name}"] = port
     if placement == "separate" and 443 not in relays.values():
         relays["mxedge_well_known"] = 443
     flavour = var(case, "matrix_homeserver_flavour")
@@ -330,6 +364,12 @@ def test_one_tls_relay_per_public_port(rendered, case):
         assert relay.session_timeout >= 180
 
 
+def _vhosts_of(rendered_case, relay_name):
+    """The route table's TLS vhosts a relay (by name) serves: those on its port."""
+    port = rendered_case["config"].relays[relay_name].listens[0].port
+    return [v for v in rendered_case["facts"]["routes"]["vhosts"] if v["tls"] and v["port"] == port]
+
+
 @ALL
 def test_tls_is_mozilla_intermediate(rendered, case):
     cfg = rendered[case]["config"]
@@ -342,7 +382,9 @@ def test_tls_is_mozilla_intermediate(rendered, case):
         assert proto.tls_ecdhe == "X25519,P-256,P-384"
         assert proto.tls_session_tickets is False
         assert proto.tcp == {"nodelay": True, "backlog": 512}
-        assert proto.http == {"headerlen": 32768}
+        tunnel = any(r["policy"]["timeout"] == "tunnel" for v in _vhosts_of(rendered[case], proto.name)
+                     for r in v["routes"] if r["action"] == "forward")
+        assert proto.http == ({"headerlen": 32768, "websockets": True} if tunnel else {"headerlen": 32768})
 
 
 @ALL
@@ -359,6 +401,8 @@ def test_tables_and_forwarding(rendered, case):
         assert relay.forwards[0].options["check"] == ("tcp",)
         if relay.name == "mxedge_well_known":
             assert tables == [("mxedge_httpd", 8089)]
+        elif relay.name in SERVICE_RELAYS:
+            assert tables == [("mxedge_httpd", 8089), SERVICE_RELAYS[relay.name]]
         else:
             assert tables[1] == ("mxedge_homeserver", var(case, "matrix_homeserver_port"))
             assert relay.forwards[1].options["check"] == check
@@ -636,6 +680,148 @@ def test_extras_land_in_their_blocks(rendered):
 
 
 # --------------------------------------------------------------------------
+# MAS and MatrixRTC (MX13, MX14): services on host names of their own
+# --------------------------------------------------------------------------
+
+SERVICES = pytest.mark.parametrize("case", [c for c in CASES if CASES[c].get("matrix_mas_url")])
+# A service relay of its own (a service URL with a port no other listener has): its pool and port.
+SERVICE_RELAYS = {"mxedge_rtc_sfu": ("mxedge_rtc_sfu", 7880)}
+# name -> (table, upstream port)
+SERVICE_TABLES = {"mas": ("mxedge_mas", 8080), "rtc_jwt": ("mxedge_rtc_jwt", 8081), "rtc_sfu": ("mxedge_rtc_sfu", 7880)}
+MAS_COMPAT = [f"/_matrix/client/{version}/{endpoint}" for version in ("api/v1", "r0", "v3", "unstable")
+              for endpoint in ("login", "logout", "refresh")]
+WEBSOCKET = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]
+
+
+def service_port(case, name):
+    return urllib.parse.urlsplit(var(case, f"matrix_{name}_url")).port or 443
+
+
+def service_host(case, name):
+    return urllib.parse.urlsplit(var(case, f"matrix_{name}_url")).hostname
+
+
+@SERVICES
+@pytest.mark.parametrize("path", MAS_COMPAT)
+@pytest.mark.parametrize("tail", ["", "/sso/redirect/oidc-x?redirectUrl=x", "/all", "?x=1"])
+def test_mas_compat_routes_go_to_mas(rendered, case, path, tail):
+    port = var(case, "matrix_client_port")
+    req = request(case, path + tail.split("?")[0], port=port)
+    out = run(rendered[case], port, req)
+    assert (out.action, out.table, out.path) == ("pass", "mxedge_mas", req.path)
+    assert out.headers.get_all("X-Forwarded-For") == [req.source]  # MX05 as for the homeserver
+    # A longer last segment is not the endpoint: the homeserver's.
+    out = run(rendered[case], port, request(case, path + "x", port=port))
+    assert out.table == "mxedge_homeserver"
+
+
+@SERVICES
+def test_mas_compat_routes_come_before_the_client_api(rendered, case):
+    client = next(v for v in rendered[case]["facts"]["routes"]["vhosts"] if v["name"] == "client")
+    ids = [r["id"] for r in client["routes"]]
+    compat = [i for i, r in enumerate(client["routes"]) if r["id"].startswith("mas-")]
+    assert len(compat) == 12 and [client["routes"][i]["match"]["path"] for i in compat] == MAS_COMPAT
+    assert max(compat) < ids.index("api-matrix")
+    rules = rendered[case]["config"].protocols["mxedge_client"].rules
+    to_mas = [i for i, r in enumerate(rules) if r.table == "mxedge_mas" and r.tagged == "mxedge_vh_client"]
+    to_api = [i for i, r in enumerate(rules) if r.table == "mxedge_homeserver" and r.tagged == "mxedge_vh_client"]
+    assert len(to_mas) == 24 and max(to_mas) < min(to_api)
+    for path in ("/_matrix/client/v3/sync", "/_matrix/client/v3/account/whoami", "/_matrix/client/versions"):
+        assert run(rendered[case], 443, request(case, path)).table == "mxedge_homeserver", path
+
+
+@SERVICES
+@pytest.mark.parametrize("name", list(SERVICE_TABLES))
+@pytest.mark.parametrize("path", ["/", "/account/", "/.well-known/openid-configuration", "/sfu/get", "/rtc?access_token=x",
+                                  "/_matrix/client/v3/login", "/a//b/%2F"])
+def test_service_hosts_are_routed_whole_to_their_upstream(rendered, case, name, path):
+    port = service_port(case, name)
+    host = service_host(case, name)
+    for host_header in (host, f"{host}:{port}"):
+        req = request(case, path.split("?")[0], host=host_header, port=port)
+        out = run(rendered[case], port, req)
+        assert (out.action, out.table, out.path) == ("pass", SERVICE_TABLES[name][0], req.path), host_header
+        assert out.headers.get("Host") == host_header  # MX05: Host as sent
+        assert out.headers.get_all("X-Forwarded-Proto") == ["https"]
+
+
+@SERVICES
+@pytest.mark.parametrize("name", list(SERVICE_TABLES))
+def test_service_vhosts_answer_only_their_host_names(rendered, case, name):
+    port = service_port(case, name)
+    table = SERVICE_TABLES[name][0]
+    others = ["matrix.example.test", "example.test", "evil.test", service_host(case, name) + ".evil.test"]
+    others += [service_host(case, n) for n in SERVICE_TABLES if n != name and service_port(case, n) == port]
+    for host in others:
+        for path in ("/", "/account/", "/sfu/get"):
+            out = run(rendered[case], port, request(case, path, host=host, port=port))
+            assert out.table != table, (host, path)
+    # Never on another port (the federation relay, or 443 for a service on a port of its own).
+    for other_port in sorted(set(expected(case)["relays"].values()) - {port}):
+        out = run(rendered[case], other_port, request(case, "/", host=service_host(case, name), port=other_port))
+        assert out.table != table, other_port
+
+
+def _tunnel_relays(rendered_case):
+    return {name for name in rendered_case["config"].relays if any(
+        r["policy"]["timeout"] == "tunnel" for v in _vhosts_of(rendered_case, name) for r in v["routes"] if r["action"] == "forward")}
+
+
+@SERVICES
+@pytest.mark.parametrize("upgrade", ["websocket", "WebSocket", "websocket, foo"])
+def test_websocket_upgrade_only_on_tunnel_routes(rendered, case, upgrade):
+    headers = [("Upgrade", upgrade)] + WEBSOCKET[1:]
+    sfu_port = service_port(case, "rtc_sfu")
+    out = run(rendered[case], sfu_port, request(case, "/rtc", host=service_host(case, "rtc_sfu"), headers=headers, port=sfu_port))
+    assert (out.action, out.table) == ("pass", "mxedge_rtc_sfu")
+    assert out.headers.get("Upgrade") == upgrade and out.headers.get("Connection") == "Upgrade"
+    # relayd's own checks still hold on the tunnel route: Connection: upgrade and GET.
+    out = run(rendered[case], sfu_port, request(case, "/rtc", host=service_host(case, "rtc_sfu"), method="POST",
+                                                headers=headers, port=sfu_port))
+    assert (out.action, out.status) == ("block", 405)
+    # Everywhere else: 403 from relayd, as without "http websockets".
+    refused = [("mas", "/"), ("rtc_jwt", "/sfu/get")]
+    for name, path in refused:
+        port = service_port(case, name)
+        out = run(rendered[case], port, request(case, path, host=service_host(case, name), headers=headers, port=port))
+        assert (out.action, out.status) == ("block", 403), name
+    for port in sorted(set(expected(case)["relays"].values())):
+        for path in ("/_matrix/client/v3/sync", "/_matrix/client/v3/login", "/.well-known/matrix/client", "/nothing"):
+            out = run(rendered[case], port, request(case, path, headers=headers, port=port))
+            assert (out.action, out.status) == ("block", 403), (port, path)
+    # Without an upgrade nothing changes.
+    out = run(rendered[case], 443, request(case, "/_matrix/client/v3/sync", headers=[("Connection", "keep-alive")]))
+    assert (out.action, out.table) == ("pass", "mxedge_homeserver")
+
+
+@ALL
+def test_websockets_and_tunnel_timeout_only_where_a_tunnel_route_is(rendered, case):
+    cfg = rendered[case]["config"]
+    tunnels = _tunnel_relays(rendered[case])
+    assert bool(tunnels) == bool(var(case, "matrix_rtc_sfu_url"))
+    timeouts = {"extras": {"mxedge_federation": 900}}.get(case, {})
+    for name, relay in cfg.relays.items():
+        assert cfg.protocols[relay.protocol].http.get("websockets", False) is (name in tunnels), name
+        want = max(var(case, "relayd_session_timeout"), var(case, "relayd_tunnel_timeout")) if name in tunnels \
+            else timeouts.get(name, var(case, "relayd_session_timeout"))
+        assert relay.session_timeout == want, name
+    if not tunnels:
+        out = run(rendered[case], var(case, "matrix_client_port"),
+                  request(case, "/_matrix/client/v3/sync", headers=WEBSOCKET, port=var(case, "matrix_client_port")))
+        assert (out.action, out.status, out.label) == ("block", 403, "Websocket Forbidden")
+
+
+def test_tunnel_timeout_values(rendered):
+    assert DEFAULTS["relayd_tunnel_timeout"] == 3600
+    # The SFU shares 443 with the client API: every session there idles up to an hour.
+    assert rendered["services"]["config"].relays["mxedge_client"].session_timeout == 3600
+    # The SFU on a port of its own: only its relay.
+    relays = rendered["services_sfu_port"]["config"].relays
+    assert (relays["mxedge_rtc_sfu"].session_timeout, relays["mxedge_client"].session_timeout) == (7200, 600)
+    assert [listen.port for listen in relays["mxedge_rtc_sfu"].listens] == [7443]
+
+
+# --------------------------------------------------------------------------
 # httpd.conf of the well-known instance
 # --------------------------------------------------------------------------
 
@@ -796,6 +982,11 @@ def test_every_behaviour_that_applies_is_named_in_a_comment(rendered, case):
     comments = " ".join(line for line in rendered[case]["text"].splitlines() if line.lstrip().startswith("#"))
     missing = sorted(b for b in applies if b not in comments)
     assert not missing, f"relayd.conf names no comment for {missing}"
+    # MX13 and MX14 apply only with their services (matrix_mas_url, matrix_rtc_*_url).
+    assert ("MX13" in applies) == bool(var(case, "matrix_mas_url"))
+    assert ("MX14" in applies) == bool(var(case, "matrix_rtc_sfu_url") or var(case, "matrix_rtc_jwt_url"))
+    for behaviour in {"MX13", "MX14"} - applies:
+        assert behaviour not in comments, behaviour
     httpd_comments = " ".join(line for line in rendered[case]["httpd_text"].splitlines() if line.startswith("#"))
     for behaviour in ("MX10", "MX11") + (("MX03",) if any(r["action"] == "static" for v in routes["vhosts"] for r in v["routes"]) else ()):
         assert behaviour in httpd_comments, behaviour

@@ -53,6 +53,11 @@ SHAPES = {
     "palpo_socket": {"homeserver_flavour": "palpo", "homeserver_socket": "/run/palpo/palpo.sock"},
     "admin_allow_listed": {"admin_allowed_networks": ["10.0.0.0/8", "2001:db8::/32"]},
     "acme": {"acme": True},
+    "mas_and_rtc": {"services": {
+        "mas": {"host": "auth.example.test", "port": 443, "upstream_address": "127.0.0.1", "upstream_port": 8080},
+        "rtc_jwt": {"host": "rtc-jwt.example.test", "port": 443, "upstream_address": "hs.internal", "upstream_port": 8081},
+        "rtc_sfu": {"host": "sfu.example.test", "port": 8443, "upstream_address": "::1", "upstream_port": 7880},
+    }},
 }
 
 
@@ -73,6 +78,7 @@ def vhost_names(result):
         ("well_known_on_federation", ["client", "federation"]),
         ("no_well_known", ["client", "federation"]),
         ("acme", ["client", "federation", "well_known", "http"]),
+        ("mas_and_rtc", ["client", "federation", "well_known", "mas", "rtc_jwt", "rtc_sfu"]),
     ],
 )
 def test_listeners_for_each_shape(shape, vhosts):
@@ -107,6 +113,21 @@ ROUTING = [
     ("admin_allow_listed", "federation", "/_synapse/admin/v1/users", "admin-synapse-admin", "refuse"),
     ("acme", "http", "/.well-known/acme-challenge/token", "acme-challenge", "forward"),
     ("acme", "http", "/_matrix/client/versions", None, None),
+    ("mas_and_rtc", "client", "/_matrix/client/v3/login", "mas-v3-login", "forward"),
+    ("mas_and_rtc", "client", "/_matrix/client/v3/login/sso/redirect/oidc", "mas-v3-login", "forward"),
+    ("mas_and_rtc", "client", "/_matrix/client/api/v1/logout", "mas-api-v1-logout", "forward"),
+    ("mas_and_rtc", "client", "/_matrix/client/r0/logout/all", "mas-r0-logout", "forward"),
+    ("mas_and_rtc", "client", "/_matrix/client/unstable/refresh", "mas-unstable-refresh", "forward"),
+    ("mas_and_rtc", "client", "/_matrix/client/v3/loginx", "api-matrix", "forward"),
+    ("mas_and_rtc", "client", "/_matrix/client/v3/register", "api-matrix", "forward"),
+    ("mas_and_rtc", "client", "/_synapse/mas/is_localpart_available", None, None),
+    ("mas_and_rtc", "federation", "/_matrix/client/v3/login", "federation-matrix", "forward"),
+    ("mas_and_rtc", "federation", "/_matrix/federation/v1/openid/userinfo", "federation-matrix", "forward"),
+    ("mas_and_rtc", "mas", "/", "mas", "forward"),
+    ("mas_and_rtc", "mas", "/oauth2/token", "mas", "forward"),
+    ("mas_and_rtc", "rtc_jwt", "/sfu/get", "rtc-jwt", "forward"),
+    ("mas_and_rtc", "rtc_sfu", "/rtc", "rtc-sfu", "forward"),
+    ("delegated_two_ports", "client", "/_matrix/client/v3/login", "api-matrix", "forward"),
 ]
 
 
@@ -131,6 +152,12 @@ def test_which_route_answers(shape, vhost, path, route_id, action):
         ("exact", "/health", "/_synapse/admin/v2/users/%2E%2E%2F%2E%2E%2F%2E%2E%2F%2E%2E%2Fhealth", False),
         ("exact", "/.well-known/matrix/server", "/.well-known/matrix/server", True),
         ("exact", "/.well-known/matrix/server", "/.well-known/matrixXserver", False),
+        ("prefix", "/", "/", True),
+        ("prefix", "/", "/rtc?access_token=x", True),
+        ("prefix", "/", "//a/%2F/../b", True),
+        ("prefix", "/", "rtc", False),
+        ("prefix", "/_matrix/client/v3/login", "/_matrix/client/v3/login/sso/redirect?x=1", True),
+        ("prefix", "/_matrix/client/v3/login", "/_matrix/client/v3/loginx", False),
     ],
 )
 def test_raw_regex_admits_only_uris_under_the_route(kind, path, uri, matches):
@@ -290,3 +317,48 @@ def test_paths_are_the_flavour_layout_the_routes_use(shape, client, admin):
     assert (result["paths"]["client"], result["paths"]["admin"], result["paths"]["health"]) == (client, admin, "/health")
     routed = {r["match"]["path"] for v in result["vhosts"] for r in v["routes"]}
     assert set(client + admin + ["/health"]) <= routed
+
+
+def test_services_have_their_pools_hosts_and_timeouts():
+    """MX13 MX14: one listener per service on its own host, routed whole to its own pool; the SFU gets the tunnel class."""
+    result = table("mas_and_rtc")
+    pools = {pool["name"]: pool for pool in result["upstreams"]}
+    assert [s["endpoint"] for s in pools["mas"]["servers"]] == ["127.0.0.1:8080"]
+    assert [s["endpoint"] for s in pools["rtc_jwt"]["servers"]] == ["hs.internal:8081"]
+    assert [s["endpoint"] for s in pools["rtc_sfu"]["servers"]] == ["[::1]:7880"]
+    vhosts = {vhost["name"]: vhost for vhost in result["vhosts"]}
+    expected = {"mas": ("auth.example.test", 443, "default", "MX13"), "rtc_jwt": ("rtc-jwt.example.test", 443, "default", "MX14"),
+                "rtc_sfu": ("sfu.example.test", 8443, "tunnel", "MX14")}
+    for name, (host, port, timeout, behaviour) in expected.items():
+        vhost = vhosts[name]
+        assert (vhost["hosts"], vhost["port"], vhost["tls"], vhost["any_host"]) == ([host], port, True, False)
+        (route,) = vhost["routes"]
+        assert (route["match"]["path"], route["upstream"], route["policy"]["timeout"]) == ("/", name, timeout)
+        assert behaviour in route["behaviours"]
+    assert result["ports"] == [443, 8443, 8448]
+
+
+def test_mas_compat_routes_come_before_the_client_api():
+    """MX13: the 12 compatibility prefixes go to MAS, ahead of /_matrix (which would shadow nothing else)."""
+    routes = next(v for v in table("mas_and_rtc")["vhosts"] if v["name"] == "client")["routes"]
+    ids = [r["id"] for r in routes]
+    mas = [r for r in routes if r["id"].startswith("mas-")]
+    assert len(mas) == 12 and {r["upstream"] for r in mas} == {"mas"}
+    assert max(ids.index(r["id"]) for r in mas) < ids.index("api-matrix")
+    assert all(r["match"]["kind"] == "prefix" for r in mas)
+
+
+@pytest.mark.parametrize(
+    "services,words",
+    [
+        ({"keycloak": {"host": "a.test", "port": 443, "upstream_address": "x", "upstream_port": 1}}, "unknown services"),
+        ({"mas": {"host": "a.test", "port": 443, "upstream_address": "x"}}, "lacks upstream_port"),
+        ({"mas": {"host": "a.test", "port": 70000, "upstream_address": "x", "upstream_port": 1}}, "1-65535"),
+        ({"mas": {"host": "matrix.example.test", "port": 443, "upstream_address": "x", "upstream_port": 1}},
+         "both answer matrix.example.test on port 443"),
+        (["mas"], "must be a dict"),
+    ],
+)
+def test_bad_services_are_named(services, words):
+    with pytest.raises(RouteTableError, match=re.escape(words)):
+        route_table(dict(BASE, services=services))

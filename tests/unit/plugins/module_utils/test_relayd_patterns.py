@@ -79,7 +79,7 @@ def match(kind, path, **extra):
     ("prefix", "/_synapse/admin", ["/_synapse/admin", "/_synapse/admin/*"]),
     ("prefix", "/_palpo/client", ["/_palpo/client", "/_palpo/client/*"]),
     ("prefix", "/.well-known/acme-challenge", ["/.well-known/acme-challenge", "/.well-known/acme-challenge/*"]),
-    ("prefix", "/x/", ["/x", "/x/*"]),
+    ("prefix", "/x/", ["/x/*"]),
     ("prefix", "/", ["/*"]),
     ("exact", "/health", ["/health"]),
     ("exact", "/.well-known/matrix/server", ["/.well-known/matrix/server"]),
@@ -98,11 +98,12 @@ RAW_PATHS = [
     "/health", "/health/", "/healthz", "/HEALTH", "/health/../_synapse/admin", "/health%2F..%2F_synapse/admin",
     "/.well-known/matrix/server", "/.well-known/matrix/server/", "/.well-known/matrix/serverx",
     "/.well-known/matrix/client", "/.well-known/matrix/%73erver",
+    "/", "/x", "/x/", "/x/y", "/xy", "/X/", "/x%2Fy",
 ]
 
 
 @pytest.mark.parametrize("kind, path", [("prefix", "/_matrix"), ("prefix", "/_synapse/admin"), ("exact", "/health"),
-                                        ("exact", "/.well-known/matrix/server")])
+                                        ("exact", "/.well-known/matrix/server"), ("prefix", "/x/"), ("prefix", "/")])
 def test_patterns_equal_the_raw_uri_rule(kind, path):
     import re
     patterns = route_path_patterns(match(kind, path))
