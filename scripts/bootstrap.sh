@@ -12,6 +12,10 @@ set -euo pipefail
 MXEDGE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MXEDGE_CACHE="${MXEDGE_CACHE:-${MXEDGE_ROOT}/.cache}"
 MXEDGE_VENV="${MXEDGE_VENV:-${MXEDGE_CACHE}/venv}"
+# The collection path is this checkout's own, whatever MXEDGE_CACHE says: two
+# checkouts sharing one cache (a venv, images) must not re-link each other's
+# collection (a run from a second clone once made the first one's tests import it).
+MXEDGE_COLLECTIONS="${MXEDGE_ROOT}/.cache/collections"
 MXEDGE_IMAGES="${MXEDGE_IMAGES:-bookworm:mxedge/debian12-systemd trixie:mxedge/debian13-systemd}"
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -138,7 +142,7 @@ ensure_venv() {
 # Ansible finds the collection as mxedge.matrix through a collections tree whose
 # only entry is a symlink to this checkout.
 ensure_collection_path() {
-  local dir="${MXEDGE_CACHE}/collections/ansible_collections/mxedge"
+  local dir="${MXEDGE_COLLECTIONS}/ansible_collections/mxedge"
   mkdir -p "$dir"
   if [ "$(readlink "${dir}/matrix" 2>/dev/null)" != "$MXEDGE_ROOT" ]; then
     rm -f "${dir}/matrix"
@@ -227,7 +231,7 @@ mxedge_env() {
   export MXEDGE_ROOT MXEDGE_CACHE MXEDGE_VENV
   export PATH="${MXEDGE_VENV}/bin:${PATH}"
   # site-packages/ansible_collections (the `ansible` package) is scanned too.
-  export ANSIBLE_COLLECTIONS_PATH="${MXEDGE_CACHE}/collections"
+  export ANSIBLE_COLLECTIONS_PATH="${MXEDGE_COLLECTIONS}"
   export ANSIBLE_CONFIG="${MXEDGE_ROOT}/ansible.cfg"
   export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}"
   export PY_COLORS="${PY_COLORS:-0}"

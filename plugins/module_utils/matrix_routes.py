@@ -73,7 +73,8 @@ RETRY_AFTER = 5
 STICKY_KEYS = (None, "user", "room", "source")
 TIMEOUT_CLASSES = ("default", "long_poll", "tunnel")
 ACTIONS = ("forward", "static", "refuse")
-MATCH_KINDS = ("prefix", "exact")
+MATCH_KINDS = ("prefix", "exact", "regex")
+BALANCES = ("first", "roundrobin")
 
 _PATH_PREFIXES = {
     "synapse": {"client": ["/_matrix", "/_synapse/client"], "admin": ["/_synapse/admin"]},
@@ -134,16 +135,46 @@ def raw_regex(kind, path):
     return "^" + escaped + tail
 
 
+def _regex_parts(patterns):
+    """(literal prefix, path regex, raw regex) of a regex route's patterns (each anchored with ^).
+
+    The path regex is the alternation of the patterns, for the proxy's normalised
+    path; the raw regex admits the raw request URI (path and query, MX04): a
+    pattern that ends with ``$`` may be followed by a query there. The literal
+    prefix is what every pattern starts with before its first metacharacter
+    (where a proxy that nests regular expressions in prefix blocks puts them).
+    """
+    if not patterns or not all(isinstance(p, str) and p.startswith("^/") for p in patterns):
+        raise RouteTableError("a regex route needs patterns, each anchored with ^/, got %r" % (patterns,))
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise RouteTableError("pattern %r is not a regular expression: %s" % (pattern, error))
+    bodies = [p[1:] for p in patterns]
+    raws = [b[:-1] + "(?:[?]|$)" if b.endswith("$") else b for b in bodies]
+    literals = [re.match(r"[^.^$*+?()\[\]{}|\\]*", b).group(0) for b in bodies]
+    prefix = literals[0]
+    for literal in literals[1:]:
+        while not literal.startswith(prefix):
+            prefix = prefix[:-1]
+    return prefix[:prefix.rfind("/") + 1] or "/", "^(?:%s)" % "|".join(bodies), "^(?:%s)" % "|".join(raws)
+
+
 def _route(route_id, behaviours, kind, path, action, **fields):
     if kind not in MATCH_KINDS:
         raise RouteTableError("route %s: match kind %r is not one of %s" % (route_id, kind, MATCH_KINDS))
     if action not in ACTIONS:
         raise RouteTableError("route %s: action %r is not one of %s" % (route_id, action, ACTIONS))
     policy = fields.pop("policy", {})
+    match = {"kind": kind, "path": path, "raw_regex": raw_regex(kind, path) if kind != "regex" else None,
+             "methods": fields.pop("methods", [])}
+    if kind == "regex":
+        match["path"], match["pattern"], match["raw_regex"] = _regex_parts(fields.pop("patterns", None))
     route = {
         "id": route_id,
         "behaviours": list(behaviours),
-        "match": {"kind": kind, "path": path, "raw_regex": raw_regex(kind, path), "methods": fields.pop("methods", [])},
+        "match": match,
         "action": action,
         "policy": {
             "body_limit": policy.get("body_limit"),
@@ -159,12 +190,48 @@ def _route(route_id, behaviours, kind, path, action, **fields):
     return route
 
 
-def _forward(route_id, behaviours, kind, path, upstream, body_limit, timeout="long_poll", sticky=None, allow_sources=None):
-    fields = {"upstream": upstream, "allow_sources": list(allow_sources or [])}
+def _forward(route_id, behaviours, kind, path, upstream, body_limit, timeout="long_poll", sticky=None, allow_sources=None,
+             **fields):
+    fields.update({"upstream": upstream, "allow_sources": list(allow_sources or [])})
     if allow_sources:
         fields["refuse"] = error_document(403)
     return _route(route_id, behaviours, kind, path, "forward",
                   policy={"body_limit": body_limit, "timeout": timeout, "sticky": sticky}, **fields)
+
+
+def _worker_routes(items, body_limit, separate):
+    """({listener: [routes]}, [pools]) for the ``worker_pools`` input (see :func:`route_table`)."""
+    routes, pools = {"client": [], "federation": []}, []
+    if not isinstance(items, list):
+        raise RouteTableError("route_table: 'worker_pools' must be a list, got %r" % (items,))
+    for item in items:
+        missing = [key for key in ("class", "pool", "servers", "sticky", "methods", "listeners", "patterns")
+                   if key not in (item if isinstance(item, dict) else {})]
+        if missing:
+            name = item.get("pool") if isinstance(item, dict) else item
+            raise RouteTableError("worker pool %r lacks %s" % (name, ", ".join(missing)))
+        if not item["servers"]:
+            raise RouteTableError("worker pool %s has no servers" % item["pool"])
+        servers = []
+        for server in item["servers"]:
+            address, port = str(server["address"]).strip("[]"), int(server["port"])
+            servers.append({"name": server["name"], "socket": "", "address": address, "port": port,
+                            "endpoint": _endpoint(address, port)})
+        # Every worker of the pool down: the main process answers (Synapse serves every endpoint there).
+        pools.append({"name": item["pool"], "servers": servers, "health_path": _HEALTH_PATH,
+                      "balance": "first" if len(servers) == 1 else "roundrobin", "fallback": "homeserver"})
+        for listener in item["listeners"]:
+            if listener not in routes:
+                raise RouteTableError("worker pool %s: listener %r is not client or federation" % (item["pool"], listener))
+            # Single-port mode: the client listener serves federation too.
+            target = listener if separate else "client"
+            route_id = "workers-" + _slug(item["class"])
+            if any(r["id"] == route_id for r in routes[target]):
+                continue
+            routes[target].append(_forward(
+                route_id, ["MX01" if listener == "client" else "MX02", "MX04", "MX08"], "regex", None, item["pool"],
+                body_limit, sticky=item["sticky"], methods=list(item["methods"]), patterns=list(item["patterns"])))
+    return routes, pools
 
 
 def _refuse(route_id, behaviours, kind, path, status):
@@ -264,6 +331,7 @@ def route_table(spec):
     prefixes = _PATH_PREFIXES[flavour]
     pool = _upstream_pool(spec)
     services = _services(spec)
+    worker_routes, worker_pools = _worker_routes(spec.get("worker_pools") or [], body_limit, separate)
 
     def well_known_routes():
         return [
@@ -287,6 +355,7 @@ def route_table(spec):
         client_routes += [_forward("mas-" + _slug(version + "-" + endpoint), SERVICES["mas"]["behaviours"], "prefix",
                                    "/_matrix/client/%s/%s" % (version, endpoint), "mas", body_limit, timeout="default")
                           for version in MAS_COMPAT_VERSIONS for endpoint in MAS_COMPAT_ENDPOINTS]
+    client_routes += worker_routes["client"]
     client_routes += [_forward("api-" + _slug(p), ["MX01", "MX04", "MX08"], "prefix", p, "homeserver", body_limit)
                       for p in prefixes["client"]]
     client_routes.append(_forward("health", ["MX07", "MX04"], "exact", _HEALTH_PATH, "homeserver", body_limit, timeout="default"))
@@ -297,7 +366,7 @@ def route_table(spec):
         "serves_federation": not separate, "routes": client_routes, "fallback": error_document(404),
     })
     if separate:
-        federation_routes = admin_routes([])
+        federation_routes = admin_routes([]) + worker_routes["federation"]
         federation_routes += [_forward("federation-" + _slug(p), ["MX02", "MX04", "MX08"], "prefix", p, "homeserver", body_limit)
                               for p in _FEDERATION_PREFIXES]
         if placement == "federation":
@@ -315,7 +384,7 @@ def route_table(spec):
             "any_host": False, "serves_federation": False, "routes": well_known_routes(), "fallback": error_document(404),
         })
 
-    upstreams = [pool]
+    upstreams = [pool] + worker_pools
     if spec.get("acme"):
         challenge = {"name": "acme", "health_path": None, "balance": "first", "fallback": None, "servers": [{
             "name": "certbot", "socket": "", "address": spec["acme_challenge_address"], "port": int(spec["acme_challenge_port"]),
@@ -394,6 +463,11 @@ def extra_route(item):
 def check_table(table):
     """Raise RouteTableError when the table is inconsistent (unknown upstream, duplicate route, shadowed route)."""
     pools = {pool["name"] for pool in table["upstreams"]}
+    for pool in table["upstreams"]:
+        if pool["fallback"] is not None and pool["fallback"] not in pools:
+            raise RouteTableError("pool %s falls back to unknown pool %r" % (pool["name"], pool["fallback"]))
+        if pool["balance"] not in BALANCES:
+            raise RouteTableError("pool %s: balance %r is not one of %s" % (pool["name"], pool["balance"], BALANCES))
     answered = {}
     for vhost in table["vhosts"]:
         for host in vhost["hosts"] if vhost["tls"] else []:
@@ -415,9 +489,18 @@ def check_table(table):
 
 
 def _shadows(first, second):
-    """True when every path ``second`` matches is matched by ``first`` (any method)."""
+    """True when every path ``second`` matches is matched by ``first`` (any method).
+
+    A regex route is taken to shadow nothing; a prefix route shadows a regex
+    route whose patterns all start under it.
+    """
     if first["methods"] and set(second["methods"] or ["*"]) - set(first["methods"]):
         return False
+    if first["kind"] == "regex":
+        return False
+    if second["kind"] == "regex":
+        return first["kind"] == "prefix" and (
+            second["path"] == first["path"] or second["path"].startswith(first["path"].rstrip("/") + "/"))
     if first["kind"] == "exact":
         return second["kind"] == "exact" and second["path"] == first["path"]
     return second["path"] == first["path"] or second["path"].startswith(first["path"].rstrip("/") + "/")
@@ -428,6 +511,10 @@ def routes_to(table, vhost_name, path):
     vhost = next(v for v in table["vhosts"] if v["name"] == vhost_name)
     for route in vhost["routes"]:
         match = route["match"]
+        if match["kind"] == "regex":
+            if re.search(match["pattern"], path):
+                return route
+            continue
         if match["kind"] == "exact" and path == match["path"]:
             return route
         if match["kind"] == "prefix" and (path == match["path"] or path.startswith(match["path"].rstrip("/") + "/")):

@@ -353,15 +353,18 @@ def _names_by_type_and_stream(workers):
     return by_type, writers
 
 
-def worker_pools(workers):
+def worker_pools(workers, addresses=None):
     """For a checked ``workers`` list: the endpoint classes that go to workers, in route order.
 
     Each item: ``{"class", "pool", "workers": [names], "sticky", "methods",
-    "listeners", "patterns"}``. A class whose workers do not exist is left out
-    (its endpoints stay on the main process), or routed as its
-    ``without_writer`` alternative says.
+    "listeners", "patterns"}``, and with ``addresses`` (inventory host -> the
+    address the proxy reaches it on) ``"servers": [{"name", "address",
+    "port"}]``, the route table's ``worker_pools`` input. A class whose workers
+    do not exist is left out (its endpoints stay on the main process), or
+    routed as its ``without_writer`` alternative says.
     """
     by_type, writers = _names_by_type_and_stream(workers)
+    placed = {worker["name"]: worker for worker in workers}
     pools = []
     for endpoint in ENDPOINT_CLASSES:
         serves, methods = endpoint["serves"], endpoint["methods"]
@@ -384,6 +387,9 @@ def worker_pools(workers):
             "listeners": list(endpoint["listeners"]),
             "patterns": list(endpoint["patterns"]),
         })
+        if addresses is not None:
+            pools[-1]["servers"] = [{"name": name, "address": addresses[placed[name]["host"]], "port": placed[name]["port"]}
+                                    for name in names]
     return pools
 
 

@@ -362,3 +362,112 @@ def test_mas_compat_routes_come_before_the_client_api():
 def test_bad_services_are_named(services, words):
     with pytest.raises(RouteTableError, match=re.escape(words)):
         route_table(dict(BASE, services=services))
+
+
+# --- worker pools (issue 20): endpoint classes of synapse_workers, routed by regex ---
+
+def _workers_table(layout="one_of_each", **overrides):
+    from ansible_collections.mxedge.matrix.plugins.module_utils import synapse_workers  # pylint: disable=import-outside-toplevel
+
+    workers = synapse_workers.expand_layout(layout, ["hs1", "hs2"])
+    pools = synapse_workers.worker_pools(workers, {"hs1": "10.0.0.1", "hs2": "10.0.0.2"})
+    return route_table(dict(BASE, worker_pools=pools, **overrides))
+
+
+# (listener, normalised path, route id) with the one_of_each layout, on two ports.
+WORKER_ROUTING = [
+    ("client", "/_matrix/client/v3/sync", "workers-sync"),
+    ("client", "/_matrix/client/r0/sync", "workers-sync"),
+    ("client", "/_matrix/client/v3/syncx", "api-matrix"),
+    ("client", "/_matrix/client/v3/rooms/!r:example.test/send/m.room.message/t1", "workers-event-creation"),
+    ("client", "/_matrix/client/v3/rooms/!r:example.test/messages", "workers-room-messages"),
+    ("client", "/_matrix/client/v3/rooms/!r:example.test/typing/@a:example.test", "workers-typing"),
+    ("client", "/_matrix/client/v3/sendToDevice/m.room.encrypted/t1", "workers-to-device"),
+    ("client", "/_matrix/client/v3/keys/upload", "workers-device-lists"),
+    ("client", "/_matrix/client/versions", "workers-client-reader"),
+    ("client", "/_matrix/client/v1/media/download/example.test/abc", "workers-media"),
+    ("client", "/_matrix/media/v3/upload", "workers-media"),
+    ("client", "/_matrix/client/v3/logout", "api-matrix"),
+    ("client", "/_synapse/admin/v1/users", "admin-synapse-admin"),
+    ("federation", "/_matrix/federation/v1/send/txn1", "workers-federation-inbound"),
+    ("federation", "/_matrix/federation/v1/version", "workers-federation-reader"),
+    ("federation", "/_matrix/federation/v1/media/download/abc", "workers-media"),
+    ("federation", "/_matrix/federation/v1/openid/userinfo", "federation-matrix"),
+    ("federation", "/_matrix/client/v3/sync", "federation-matrix"),
+]
+
+
+@pytest.mark.parametrize("listener,path,route_id", WORKER_ROUTING, ids=[f"{r[0]}:{r[1]}" for r in WORKER_ROUTING])
+def test_worker_routes_answer_their_classes(listener, path, route_id):
+    route = routes_to(_workers_table(), listener, path)
+    assert route and route["id"] == route_id
+
+
+def test_worker_pools_fall_back_to_the_main_process_and_keep_stickiness():
+    result = _workers_table("readers")
+    pools = {pool["name"]: pool for pool in result["upstreams"]}
+    sync = pools["workers_sync"]
+    assert [s["endpoint"] for s in sync["servers"]] == ["10.0.0.1:18101", "10.0.0.2:18101"]
+    assert (sync["balance"], sync["fallback"], sync["health_path"]) == ("roundrobin", "homeserver", "/health")
+    assert pools["workers_client_reader"]["balance"] == "first"
+    routes = {r["id"]: r for v in result["vhosts"] for r in v["routes"]}
+    assert routes["workers-sync"]["policy"]["sticky"] == "user"
+    assert routes["workers-federation-inbound"]["policy"]["sticky"] == "source"
+    assert routes["workers-sync"]["match"]["path"] == "/_matrix/client/"
+    assert routes["workers-federation-inbound"]["match"]["path"] == "/_matrix/federation/v1/send/"
+
+
+def test_worker_routes_go_on_the_client_listener_in_single_port_mode():
+    result = _workers_table(federation_port=443)
+    client = next(v for v in result["vhosts"] if v["name"] == "client")
+    ids = [r["id"] for r in client["routes"]]
+    assert "workers-federation-inbound" in ids and ids.count("workers-media") == 1
+    assert max(i for i, r in enumerate(ids) if r.startswith("workers-")) < ids.index("api-matrix")
+
+
+def test_worker_routes_come_after_mas_so_login_stays_with_mas():
+    services = SHAPES["mas_and_rtc"]["services"]
+    result = _workers_table(services=services)
+    assert routes_to(result, "client", "/_matrix/client/v3/login")["id"] == "mas-v3-login"
+    assert routes_to(result, "client", "/_matrix/client/v3/register")["id"] == "workers-client-reader"
+
+
+@pytest.mark.parametrize(
+    "patterns,uri,matches",
+    [
+        (["^/_matrix/client/(r0|v3)/sync$"], "/_matrix/client/v3/sync?since=s1&timeout=30000", True),
+        (["^/_matrix/client/(r0|v3)/sync$"], "/_matrix/client/v3/sync", True),
+        (["^/_matrix/client/(r0|v3)/sync$"], "/_matrix/client/v3/sync/x", False),
+        (["^/_matrix/client/(r0|v3)/sync$"], "/_matrix/client/v3/%73ync", False),
+        (["^/_matrix/federation/v1/send/"], "/_matrix/federation/v1/send/txn%2F1", True),
+        (["^/_matrix/media/", "^/_matrix/client/v1/media/"], "/_matrix/client/v1/media/config", True),
+    ],
+)
+def test_regex_routes_check_the_raw_uri(patterns, uri, matches):
+    """MX04: a regex route admits the raw URI (with its query) only when it matches the patterns as sent."""
+    route = route_table(dict(BASE, worker_pools=[{
+        "class": "probe", "pool": "workers_probe", "servers": [{"name": "w1", "address": "10.0.0.1", "port": 18101}],
+        "sticky": None, "methods": [], "listeners": ["client"], "patterns": patterns}]))
+    (probe,) = [r for v in route["vhosts"] for r in v["routes"] if r["id"] == "workers-probe"]
+    assert bool(re.search(probe["match"]["raw_regex"], uri)) is matches
+
+
+@pytest.mark.parametrize(
+    "pool,words",
+    [
+        ({"class": "x"}, "lacks pool"),
+        ({"class": "x", "pool": "p", "servers": [], "sticky": None, "methods": [], "listeners": ["client"],
+          "patterns": ["^/_matrix/x"]}, "has no servers"),
+        ({"class": "x", "pool": "p", "servers": [{"name": "w", "address": "a", "port": 1}], "sticky": None, "methods": [],
+          "listeners": ["push"], "patterns": ["^/_matrix/x"]}, "not client or federation"),
+        ({"class": "x", "pool": "p", "servers": [{"name": "w", "address": "a", "port": 1}], "sticky": None, "methods": [],
+          "listeners": ["client"], "patterns": ["/_matrix/x"]}, "anchored with ^/"),
+        ({"class": "x", "pool": "p", "servers": [{"name": "w", "address": "a", "port": 1}], "sticky": None, "methods": [],
+          "listeners": ["client"], "patterns": ["^/_matrix/(x"]}, "is not a regular expression"),
+        ({"class": "x", "pool": "p", "servers": [{"name": "w", "address": "a", "port": 1}], "sticky": "cookie",
+          "methods": [], "listeners": ["client"], "patterns": ["^/_matrix/x"]}, "stickiness 'cookie'"),
+    ],
+)
+def test_bad_worker_pools_are_named(pool, words):
+    with pytest.raises(RouteTableError, match=re.escape(words)):
+        route_table(dict(BASE, worker_pools=[pool]))
