@@ -446,6 +446,11 @@ def extra_route(item):
     if unknown:
         raise RouteTableError("extra route %s: unknown behaviour IDs %s" % (item["id"], unknown))
     action = item["action"]
+    if action == "forward" and item.get("timeout") == "tunnel" and item.get("upstream", "homeserver") == "homeserver":
+        # The homeserver serves no WebSocket, and a flavour may render tunnel routes without
+        # limits the homeserver's routes need (HAProxy: the chunked-body filter).
+        raise RouteTableError("extra route %s: timeout tunnel is for upgraded connections; the homeserver has none"
+                              % item["id"])
     if action == "forward":
         route = _forward(item["id"], behaviours or ["MX04"], item["kind"], item["path"], item.get("upstream", "homeserver"),
                          item.get("body_limit"), timeout=item.get("timeout", "default"))

@@ -48,7 +48,8 @@ def test_mas_compat_endpoints_reach_mas_with_the_uri_unmodified(hs, proxies, fla
     requests = [(f"https://{CLIENT_HOST}{target}", ["-X", method] + (["--data", "{}"] if method == "POST" else []))
                 for target, method in targets]
     # Control: the rest of the client API still reaches Synapse.
-    requests.append((f"https://{CLIENT_HOST}/_matrix/client/versions?{tag}=control", []))
+    control = marker()
+    requests.append((f"https://{CLIENT_HOST}/_matrix/client/versions?{control}=1", []))
     results = hs.curl_many(proxies[flavour].ip, requests)
     for (target, method), (status, _headers, body) in zip(targets, results):
         assert status == 200, (target, status, body)
@@ -60,8 +61,8 @@ def test_mas_compat_endpoints_reach_mas_with_the_uri_unmodified(hs, proxies, fla
     assert sorted(r["target"] for r in records) == sorted(t for t, _m in targets)
     for record in records:
         assert_forwarded(record, CLIENT_HOST, hs.ip)
-    assert not hs.homeserver_log_has(f"{tag}=1"), "the homeserver saw a MAS-routed path"
-    assert hs.homeserver_log_has(f"{tag}=control"), "the control request did not reach the homeserver"
+    assert not hs.homeserver_log_has(tag), "the homeserver saw a MAS-routed path"
+    assert hs.homeserver_log_has(control), "the control request did not reach the homeserver"
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -137,10 +138,11 @@ def test_well_known_client_names_the_issuer_and_the_rtc_focus_byte_identical(hs,
     document = json.loads(bodies["nginx"])
     assert document["org.matrix.msc2965.authentication"] == {
         "issuer": f"https://{MAS_HOST}/", "account": f"https://{MAS_HOST}/account/"}
-    assert document["org.matrix.msc4143.rtc_foci"] == [{"type": "livekit", "livekit_service_url": f"https://{JWT_HOST}/"}]
+    # No trailing slash: clients append /sfu/get to it.
+    assert document["org.matrix.msc4143.rtc_foci"] == [{"type": "livekit", "livekit_service_url": f"https://{JWT_HOST}"}]
     config = yaml.safe_load(hs.host.file("/etc/synapse/homeserver.yaml").content_string)
     assert config["experimental_features"]["msc4143_enabled"] is True
-    assert config["matrix_rtc"]["transports"] == [{"type": "livekit", "livekit_service_url": f"https://{JWT_HOST}/"}]
+    assert config["matrix_rtc"]["transports"] == [{"type": "livekit", "livekit_service_url": f"https://{JWT_HOST}"}]
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -166,7 +168,9 @@ def test_rtc_jwt_service_and_openid_userinfo(hs, proxies, flavour):
     assert not hs.homeserver_log_has(f"{tag}=1")
 
 
-IDLE_SECONDS = 65
+# Longer than every flavour's ordinary timeouts in this scenario (180 s, their minimum, set in
+# molecule.yml), so only the tunnel timeout can keep the socket open; the issue asks for 65 s.
+IDLE_SECONDS = 200
 
 
 async def _hold_websocket(ip, test_ca, tag):
@@ -187,7 +191,10 @@ async def _hold_websocket(ip, test_ca, tag):
 
 
 def test_sfu_websocket_stays_open_and_carries_messages_both_ways(hs, proxies, test_ca):
-    """MX14: through every flavour at once, a WebSocket to the SFU survives 65 s of silence (tunnel timeouts)."""
+    """MX14: through every flavour at once, a WebSocket to the SFU survives 200 s of silence (tunnel timeouts).
+
+    The flavours' ordinary timeouts are 180 s here: a tunnel route rendered with them would close.
+    """
     tags = {flavour: marker() for flavour in FLAVOURS}
 
     async def all_flavours():

@@ -300,6 +300,8 @@ def test_an_extra_route_behind_a_broader_one_is_refused():
         ({"vhost": "client", "id": "x", "kind": "exact", "path": "/x", "action": "refuse", "status": 418}, "no Matrix error"),
         ({"vhost": "client", "id": "x", "kind": "exact", "path": "/x", "action": "forward", "upstream": "mas"}, "unknown upstream 'mas'"),
         ({"vhost": "client", "id": "x", "kind": "exact", "path": "/x", "action": "refuse", "behaviours": ["MX99"]}, "unknown behaviour IDs"),
+        ({"vhost": "client", "id": "x", "kind": "prefix", "path": "/x", "action": "forward", "timeout": "tunnel"},
+         "the homeserver has none"),
     ],
 )
 def test_bad_extra_routes_name_the_route(item, words):
