@@ -393,11 +393,16 @@ def worker_pools(workers, addresses=None):
     return pools
 
 
-def shared_config(workers, main_replication_host, main_replication_port, addresses):
+def shared_config(workers, main_replication_host, main_replication_port, addresses, redis=None,
+                  replication_secret_path=None):
     """The settings every Synapse process of a worker deployment shares (plain data).
 
     ``addresses``: inventory host -> the address other hosts reach it on.
-    Empty for no workers (the single process, unchanged).
+    ``redis``: ``{"host", "port", "password_path"}`` (password optional), the
+    Redis every process replicates through; ``replication_secret_path``: the
+    file of ``worker_replication_secret`` (the replication listeners accept
+    only requests carrying it). Empty for no workers (the single process,
+    unchanged).
     """
     if not workers:
         return {}
@@ -407,6 +412,12 @@ def shared_config(workers, main_replication_host, main_replication_port, address
         if worker["type"] == "stream_writer":
             instance_map[worker["name"]] = {"host": addresses[worker["host"]], "port": worker["port"]}
     config = {"instance_map": instance_map}
+    if redis:
+        config["redis"] = {"enabled": True, "host": redis["host"], "port": int(redis["port"])}
+        if redis.get("password_path"):
+            config["redis"]["password_path"] = redis["password_path"]
+    if replication_secret_path:
+        config["worker_replication_secret_path"] = replication_secret_path
     if writers:
         config["stream_writers"] = {stream: names if STREAMS[stream] else names[0] for stream, names in writers.items()}
     if by_type.get("federation_sender"):
@@ -447,3 +458,15 @@ def worker_config(worker, bind_address):
     listener = {"type": "http", "port": worker["port"], "bind_addresses": [bind_address], "x_forwarded": True,
                 "resources": [{"names": names, "compress": False}] if names else []}
     return {"worker_app": kind["app"], "worker_name": worker["name"], "worker_listeners": [listener]}
+
+
+def main_replication_listener(bind_addresses, port):
+    """The main process's extra listener in a worker deployment: ``replication`` only.
+
+    Workers reach it at ``instance_map.main``; it must bind an address they
+    reach (never a public one) and is not for the proxy.
+    """
+    if not bind_addresses:
+        raise WorkerError("the main process's replication listener needs an address to bind")
+    return {"type": "http", "port": int(port), "bind_addresses": list(bind_addresses), "x_forwarded": False,
+            "resources": [{"names": ["replication"], "compress": False}]}

@@ -270,6 +270,31 @@ def test_shared_config_of_one_of_each():
 
 def test_shared_config_of_no_workers_is_empty():
     assert sw.shared_config([], "127.0.0.1", 9093, {}) == {}
+    assert sw.shared_config([], "127.0.0.1", 9093, {}, redis={"host": "127.0.0.1", "port": 6379}) == {}
+
+
+@pytest.mark.parametrize(
+    "redis,secret,expected",
+    [
+        (None, None, {}),
+        ({"host": "10.0.0.1", "port": "6379"}, None, {"redis": {"enabled": True, "host": "10.0.0.1", "port": 6379}}),
+        ({"host": "10.0.0.1", "port": 6380, "password_path": "/etc/synapse/redis_password"}, "/etc/synapse/replication_secret",
+         {"redis": {"enabled": True, "host": "10.0.0.1", "port": 6380, "password_path": "/etc/synapse/redis_password"},
+          "worker_replication_secret_path": "/etc/synapse/replication_secret"}),
+    ],
+)
+def test_shared_config_redis_and_replication_secret(redis, secret, expected):
+    workers = sw.expand_layout("readers", ["hs1"])
+    config = sw.shared_config(workers, "10.0.0.1", 9093, {"hs1": "10.0.0.1"}, redis=redis, replication_secret_path=secret)
+    assert {key: config[key] for key in ("redis", "worker_replication_secret_path") if key in config} == expected
+
+
+def test_main_replication_listener_serves_replication_only():
+    listener = sw.main_replication_listener(["10.0.0.1"], "9093")
+    assert listener == {"type": "http", "port": 9093, "bind_addresses": ["10.0.0.1"], "x_forwarded": False,
+                        "resources": [{"names": ["replication"], "compress": False}]}
+    with pytest.raises(sw.WorkerError, match="needs an address"):
+        sw.main_replication_listener([], 9093)
 
 
 @pytest.mark.parametrize(
