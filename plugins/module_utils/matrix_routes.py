@@ -270,7 +270,7 @@ def _upstream_pool(spec):
         "address": host if not socket else "",
         "port": port if not socket else 0,
         # host:port as most proxies write it (IPv6 bracketed), or the socket path.
-        "endpoint": socket if socket else ("[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)),
+        "endpoint": socket if socket else _endpoint(host, port),
     }
     return {"name": "homeserver", "servers": [server], "health_path": _HEALTH_PATH, "balance": "first", "fallback": None}
 
@@ -388,7 +388,7 @@ def route_table(spec):
     if spec.get("acme"):
         challenge = {"name": "acme", "health_path": None, "balance": "first", "fallback": None, "servers": [{
             "name": "certbot", "socket": "", "address": spec["acme_challenge_address"], "port": int(spec["acme_challenge_port"]),
-            "endpoint": "%s:%d" % (spec["acme_challenge_address"], int(spec["acme_challenge_port"]))}]}
+            "endpoint": _endpoint(spec["acme_challenge_address"], int(spec["acme_challenge_port"]))}]}
         upstreams.append(challenge)
         vhosts.append({
             "name": "http", "port": int(spec.get("http_port", 80)), "tls": False, "hosts": [], "any_host": True,

@@ -17,6 +17,19 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
+# MAS and both MatrixRTC services on host names of their own (MX13, MX14): the "services"
+# variant of every flavour's render tests. Each flavour sets matrix_rtc_jwt_upstream itself,
+# to a DNS name its checker resolves or not, and says why.
+SERVICE_VARIABLES = {
+    "matrix_server_name": "example.test",
+    "matrix_homeserver_fqdn": "matrix.example.test",
+    "matrix_mas_url": "https://auth.example.test/",
+    "matrix_mas_upstream": "http://127.0.0.1:8080",
+    "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/",
+    "matrix_rtc_sfu_url": "https://sfu.example.test/",
+    "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880",
+}
+
 
 def collections_path():
     """The sys.path entry under which mxedge.matrix is importable as a collection."""

@@ -19,7 +19,7 @@ import subprocess
 import daemon_checks
 import pytest
 import yaml
-from render import render
+from render import SERVICE_VARIABLES, render
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "apache"
@@ -104,17 +104,7 @@ VARIANTS = {
     # MAS and MatrixRTC on host names of their own (MX13, MX14); the JWT service's upstream is a DNS
     # name that does not resolve here: mod_proxy resolves a worker's host when it connects, so
     # configtest and the trial start accept it
-    "services": {
-        "matrix_server_name": "example.test",
-        "matrix_homeserver_fqdn": "matrix.example.test",
-        "matrix_mas_url": "https://auth.example.test/",
-        "matrix_mas_upstream": "http://127.0.0.1:8080",
-        "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/",
-        "matrix_rtc_jwt_upstream": "http://hs.internal:8081",
-        "matrix_rtc_sfu_url": "https://sfu.example.test/",
-        "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880",
-        "mx_ipv6": True,
-    },
+    "services": dict(SERVICE_VARIABLES, matrix_rtc_jwt_upstream="http://hs.internal:8081", mx_ipv6=True),
 }
 ACME = [name for name, v in VARIANTS.items() if v.get("matrix_tls_source") == "acme"]
 

@@ -18,7 +18,7 @@ import daemon_checks
 import pytest
 from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_routes import (
     BEHAVIOURS, MAS_COMPAT_ENDPOINTS, MAS_COMPAT_VERSIONS)
-from render import render
+from render import SERVICE_VARIABLES, render
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "caddy"
@@ -85,17 +85,7 @@ VARIANTS = {
     # MX13, MX14: MAS and MatrixRTC on host names of their own. The JWT service's upstream is a DNS
     # name that does not resolve here: `caddy adapt` and `caddy validate` do not resolve upstream
     # names (Caddy dials them per request).
-    "services": {
-        "matrix_server_name": "example.test",
-        "matrix_homeserver_fqdn": "matrix.example.test",
-        "matrix_mas_url": "https://auth.example.test/",
-        "matrix_mas_upstream": "http://127.0.0.1:8080",
-        "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/",
-        "matrix_rtc_jwt_upstream": "http://hs.internal:8081",
-        "matrix_rtc_sfu_url": "https://sfu.example.test/",
-        "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880",
-        "mx_ipv6": True,
-    },
+    "services": dict(SERVICE_VARIABLES, matrix_rtc_jwt_upstream="http://hs.internal:8081", mx_ipv6=True),
 }
 
 PLAYBOOK = """

@@ -17,7 +17,7 @@ import subprocess
 
 import daemon_checks
 import pytest
-from render import render, run_playbook
+from render import SERVICE_VARIABLES, render, run_playbook
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "haproxy"
@@ -96,17 +96,7 @@ VARIANTS = {
     # MAS and MatrixRTC (MX13, MX14): three service vhosts on 443 next to the client vhost.
     # `haproxy -c` resolves server names (libc, at parse time): the DNS-name upstream is
     # "localhost", which resolves on any machine, not an internal name that would not.
-    "services": {
-        "matrix_server_name": "example.test",
-        "matrix_homeserver_fqdn": "matrix.example.test",
-        "matrix_mas_url": "https://auth.example.test/",
-        "matrix_mas_upstream": "http://127.0.0.1:8080",
-        "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/",
-        "matrix_rtc_jwt_upstream": "http://localhost:8081",
-        "matrix_rtc_sfu_url": "https://sfu.example.test/",
-        "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880",
-        "mx_ipv6": True,
-    },
+    "services": dict(SERVICE_VARIABLES, matrix_rtc_jwt_upstream="http://localhost:8081", mx_ipv6=True),
 }
 ACME = [name for name, v in VARIANTS.items() if v.get("matrix_tls_source") == "acme"]
 

@@ -16,7 +16,7 @@ import subprocess
 
 import daemon_checks
 import pytest
-from render import render
+from render import SERVICE_VARIABLES, render
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "nginx"
@@ -109,17 +109,7 @@ VARIANTS = {
     # configuration, nginx -t included (and in a container without network): the JWT service
     # is reached by "localhost" (/etc/hosts), the others by address.
     "services": (
-        {
-            "matrix_server_name": "example.test",
-            "matrix_homeserver_fqdn": "matrix.example.test",
-            "matrix_mas_url": "https://auth.example.test/",
-            "matrix_mas_upstream": "http://127.0.0.1:8080",
-            "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/",
-            "matrix_rtc_jwt_upstream": "http://localhost:8081",
-            "matrix_rtc_sfu_url": "https://sfu.example.test/",
-            "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880",
-            "mx_ipv6": True,
-        },
+        dict(SERVICE_VARIABLES, matrix_rtc_jwt_upstream="http://localhost:8081", mx_ipv6=True),
         "1.22.1",
         "3.0.17",
     ),

@@ -21,6 +21,7 @@ import yaml
 
 import relayd_conf_parser as rc
 from relayd_harness import ROLE, ansible_playbook, run_playbook
+from render import SERVICE_VARIABLES
 
 pytestmark = pytest.mark.skipif(ansible_playbook() is None, reason="ansible-playbook is not installed")
 
@@ -106,30 +107,11 @@ CASES = {
     # MX13 MX14: MAS and both MatrixRTC services on host names of their own, all on 443 (the client's
     # relay). The upstreams are IP literals because table hosts are resolved when relayd loads its
     # configuration ("relayd -n" fails on a name it cannot resolve).
-    "services": {
-        "matrix_server_name": "example.test",
-        "matrix_homeserver_fqdn": "matrix.example.test",
-        "matrix_mas_url": "https://auth.example.test/",
-        "matrix_mas_upstream": "http://127.0.0.1:8080",
-        "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/",
-        "matrix_rtc_jwt_upstream": "http://127.0.0.2:8081",
-        "matrix_rtc_sfu_url": "https://sfu.example.test/",
-        "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880",
-        "case_ipv6": True,
-    },
+    "services": dict(SERVICE_VARIABLES, matrix_rtc_jwt_upstream="http://127.0.0.2:8081", case_ipv6=True),
     # The same with the SFU on a port of its own: its relay alone allows WebSockets and idles long.
-    "services_sfu_port": {
-        "matrix_server_name": "example.test",
-        "matrix_homeserver_fqdn": "matrix.example.test",
-        "matrix_mas_url": "https://auth.example.test/",
-        "matrix_mas_upstream": "http://127.0.0.1:8080",
-        "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/",
-        "matrix_rtc_jwt_upstream": "http://127.0.0.2:8081",
-        "matrix_rtc_sfu_url": "https://sfu.example.test:7443/",
-        "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880",
-        "relayd_tunnel_timeout": 7200,
-        "case_ipv6": False,
-    },
+    "services_sfu_port": dict(SERVICE_VARIABLES, matrix_rtc_jwt_upstream="http://127.0.0.2:8081",
+                              matrix_rtc_sfu_url="https://sfu.example.test:7443/", relayd_tunnel_timeout=7200,
+                              case_ipv6=False),
 }
 
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
