@@ -21,7 +21,8 @@ options:
   _input:
     description:
       - The shared facts, a dict with C(homeserver_flavour), C(homeserver_fqdn), C(server_name_host),
-        C(client_port), C(federation_port), C(well_known_placement), C(well_known_port),
+        C(client_port), C(federation_port), C(well_known_placement), C(well_known_port), C(well_known_site)
+        (optional, C(own) or C(operator)),
         C(well_known_server_body), C(well_known_client_body), C(admin_allowed_networks), C(max_body_bytes),
         C(homeserver_address), C(homeserver_port), C(homeserver_socket), C(acme), C(acme_challenge_address),
         C(acme_challenge_port), C(http_port), C(https_redirect_port_suffix).
@@ -48,7 +49,8 @@ _value:
   contains:
     vhosts:
       description: Listeners in order (client, federation, well_known, http), each with C(name), C(port),
-        C(tls), C(hosts), C(any_host), C(routes) and C(fallback).
+        C(tls), C(hosts), C(any_host), C(routes), C(fallback) and C(snippet) (true for the well-known vhost that
+        the operator's website includes, C(matrix_well_known_site=operator): not a listener of the proxy role's).
       type: list
       elements: dict
     upstreams:
@@ -59,7 +61,7 @@ _value:
       description: The Matrix errors a proxy answers itself, by status (C(errcode), C(error), canonical C(body)).
       type: dict
     ports:
-      description: Every TLS port of the table, sorted.
+      description: Every TLS port the proxy role listens on (snippet vhosts left out), sorted.
       type: list
       elements: int
 """

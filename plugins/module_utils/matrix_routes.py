@@ -304,7 +304,8 @@ def route_table(spec):
     """Return the route table for the shared facts in ``spec`` (see the module docstring).
 
     ``spec`` keys: homeserver_flavour, homeserver_fqdn, server_name_host, client_port,
-    federation_port, well_known_placement (client, federation, separate, none),
+    federation_port, well_known_placement (client, federation, separate, none), optional well_known_site
+    (own, operator: the separate well-known vhost is marked ``snippet``, for the operator's site to include),
     well_known_server_body, well_known_client_body, admin_allowed_networks,
     max_body_bytes, homeserver_address, homeserver_port, homeserver_socket,
     acme (bool), acme_challenge_address, acme_challenge_port, http_port, https_redirect_port_suffix;
@@ -323,6 +324,12 @@ def route_table(spec):
     client_port = int(_require(spec, "client_port", (int, str)))
     federation_port = int(_require(spec, "federation_port", (int, str)))
     placement = _require(spec, "well_known_placement", (str,))
+    site = spec.get("well_known_site", "own")
+    if site not in ("own", "operator"):
+        raise RouteTableError("route_table: well_known_site must be own or operator, got %r" % site)
+    if site == "operator" and placement != "separate":
+        raise RouteTableError("route_table: well_known_site operator needs the separate well-known placement (a server name host"
+                              " other than the homeserver's), got placement %r" % placement)
     if placement not in ("client", "federation", "separate", "none"):
         raise RouteTableError("route_table: well_known_placement must be client, federation, separate or none, got %r" % placement)
     networks = [str(n) for n in _require(spec, "admin_allowed_networks", (list,))]
@@ -379,9 +386,12 @@ def route_table(spec):
             "serves_federation": True, "routes": federation_routes, "fallback": error_document(404),
         })
     if placement == "separate":
+        # With well_known_site "operator" the operator's website for the server name's host
+        # includes these routes as a snippet (docs/alongside.md): no listener of the role's.
         vhosts.append({
             "name": "well_known", "port": int(spec.get("well_known_port", 443)), "tls": True, "hosts": [name_host],
             "any_host": False, "serves_federation": False, "routes": well_known_routes(), "fallback": error_document(404),
+            "snippet": site == "operator",
         })
 
     upstreams = [pool] + worker_pools
@@ -410,6 +420,8 @@ def route_table(spec):
             "routes": [_forward(_slug(name), service["behaviours"], "prefix", "/", name, body_limit, timeout=service["timeout"])],
         })
 
+    for vhost in vhosts:
+        vhost.setdefault("snippet", False)
     by_name = {vhost["name"]: vhost for vhost in vhosts}
     for item in spec.get("extra_routes") or []:
         vhost, route = extra_route(item)
@@ -418,7 +430,7 @@ def route_table(spec):
         by_name[vhost]["routes"].append(route)
 
     table = {"vhosts": vhosts, "upstreams": upstreams, "errors": {str(s): error_document(s) for s in sorted(ERRORS)},
-             "ports": sorted({v["port"] for v in vhosts if v["tls"]}),
+             "ports": sorted({v["port"] for v in vhosts if v["tls"] and not v["snippet"]}),
              # The homeserver flavour's URL layout, for what is not a proxy route
              # (the homeserver role's health wait, the matrix scenario's checks).
              "paths": {"client": list(prefixes["client"]), "admin": list(prefixes["admin"]),

@@ -21,6 +21,7 @@ COMMON = {
     "matrix_homeserver_fqdn": "matrix.example.test",
     "matrix_tls_certificate": "/etc/ssl/mxedge-test.crt",
     "matrix_tls_certificate_key": "/etc/ssl/private/mxedge-test.key",
+    "matrix_proxy_mode": "dedicated",
 }
 
 # host -> (extra host variables, fake OpenBSD release or None, failing task, message fragments)
@@ -33,6 +34,9 @@ CASES = {
                     "Assert the homeserver is reached over TCP",
                     ['matrix_homeserver_socket="/run/synapse/main.sock"', "cannot forward to a UNIX socket",
                      'Allowed with matrix_proxy_flavour=relayd is ""', "127.0.0.1:8008"]),
+    # MX15: relayd owns its relayd.conf; alongside (the shared default) is refused, naming the variable.
+    "alongside": ({"matrix_proxy_mode": "alongside"}, "7.6", "Assert relayd runs on a proxy host of its own (matrix_proxy_mode=dedicated)",
+                  ['matrix_proxy_mode="alongside"', 'allowed with matrix_proxy_flavour=relayd is "dedicated" only']),
     "prefork": ({"relayd_prefork": 40}, "7.6", "Assert relayd_prefork is within relayd's limits",
                 ["relayd_prefork=40", "from 1 to 32"]),
     "headerlen": ({"relayd_http_headerlen": 200000}, "7.6", "Assert relayd_http_headerlen is within relayd's limits",
