@@ -3,6 +3,7 @@
 #   bash scripts/test.sh              # everything (what .ci/run calls)
 #   bash scripts/test.sh lint unit    # only some stages
 #   MOLECULE_SCENARIOS="nginx" bash scripts/test.sh molecule
+#   MOLECULE_JOBS=1 bash scripts/test.sh molecule   # one scenario at a time (default 2)
 # Stages: lint (yamllint, ansible-lint), sanity (ansible-test), unit (pytest),
 # build (galaxy tarball contents), molecule (every scenario, or MOLECULE_SCENARIOS).
 set -euo pipefail
@@ -56,18 +57,69 @@ stage_build() {
   echo "build: $(basename "$tarball") builds, installs and documents its roles"
 }
 
+# Scenarios run MOLECULE_JOBS at a time (default 2): each has its own containers and
+# Docker network (names carry the scenario), and much of a scenario's time is spent
+# waiting (apt and PyPI downloads, Synapse starting, long-polls and idle WebSockets),
+# so two at a time on two cores take far less than one after the other. Longest
+# first, so that the last to start is a short one. Each scenario's output goes to
+# .cache/molecule-logs/<scenario>.log and is printed whole when it ends; a failure
+# fails the stage after every running scenario has ended.
+MOLECULE_ORDER="edge apache matrix nginx acme haproxy caddy forward_proxy homeserver"
+
+molecule_one() {
+  local s="$1" logs="$2"
+  local start=$SECONDS rc=0
+  molecule test -s "$s" >"${logs}/${s}.log" 2>&1 || rc=$?
+  printf '%s %s %s\n' "$s" "$rc" "$((SECONDS - start))" >"${logs}/${s}.result"
+  return "$rc"
+}
+
 stage_molecule() {
   local scenarios="${MOLECULE_SCENARIOS:-}"
   if [ -z "$scenarios" ]; then
-    scenarios="$(cd molecule && for d in */molecule.yml; do dirname "$d"; done | tr '\n' ' ')"
+    local all ordered="" s
+    all="$(cd molecule && for d in */molecule.yml; do dirname "$d"; done | tr '\n' ' ')"
+    for s in $MOLECULE_ORDER; do
+      case " $all " in *" $s "*) ordered+="$s " ;; esac
+    done
+    for s in $all; do
+      case " $ordered " in *" $s "*) ;; *) ordered+="$s " ;; esac
+    done
+    scenarios="$ordered"
   fi
-  local s
+  local jobs="${MOLECULE_JOBS:-2}" logs="${MXEDGE_ROOT}/.cache/molecule-logs"
+  rm -rf "$logs" && mkdir -p "$logs"
+  local -A running=()
+  local failed=() pid s
+  report() {
+    local name rc secs
+    read -r name rc secs <"${logs}/$1.result"
+    log "molecule test -s ${name}: $([ "$rc" = 0 ] && echo passed || echo "FAILED (exit ${rc})") in ${secs} s; its output:"
+    sed "s/^/[${name}] /" "${logs}/${name}.log" >&2
+    took[molecule:$name]=$secs
+    [ "$rc" = 0 ] || failed+=("$name")
+  }
   for s in $scenarios; do
-    local start=$SECONDS
-    log "molecule test -s ${s}"
-    molecule test -s "$s"
-    took[molecule:$s]=$((SECONDS - start))
+    while [ "${#running[@]}" -ge "$jobs" ]; do
+      wait -n || true
+      for pid in "${!running[@]}"; do
+        if ! kill -0 "$pid" 2>/dev/null; then report "${running[$pid]}"; unset "running[$pid]"; fi
+      done
+    done
+    log "molecule test -s ${s} (started; ${jobs} at a time)"
+    molecule_one "$s" "$logs" &
+    running[$!]="$s"
   done
+  while [ "${#running[@]}" -gt 0 ]; do
+    wait -n || true
+    for pid in "${!running[@]}"; do
+      if ! kill -0 "$pid" 2>/dev/null; then report "${running[$pid]}"; unset "running[$pid]"; fi
+    done
+  done
+  if [ "${#failed[@]}" -gt 0 ]; then
+    log "molecule: failed scenarios: ${failed[*]} (logs in ${logs})"
+    return 1
+  fi
 }
 
 for stage in "${stages[@]}"; do
