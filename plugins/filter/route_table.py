@@ -50,7 +50,7 @@ _value:
     vhosts:
       description: Listeners in order (client, federation, well_known, http), each with C(name), C(port),
         C(tls), C(hosts), C(any_host), C(routes), C(fallback) and C(snippet) (true for the well-known vhost that
-        the operator's website includes, C(matrix_well_known_site=operator): not a listener of the proxy role's).
+        the operator's website includes with C(matrix_well_known_site=operator), not a listener of the proxy role's).
       type: list
       elements: dict
     upstreams:

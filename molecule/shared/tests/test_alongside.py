@@ -68,7 +68,12 @@ def test_operator_files_intact(operator):
     now = dict(line.split(" ", 1) for line in _now(operator, "manifest", operator.vars["mxedge_test_operator_paths"]).splitlines())
     gone = sorted(set(before) - set(now))
     changed = sorted(path for path in set(before) & set(now) if before[path] != now[path] and path not in edited)
-    foreign_new = sorted(path for path in set(now) - set(before) if "mxedge" not in path.lower())
+    # Apache: the modules the role enabled (a2enmod links), recorded by the role in a state file of its
+    # own so that remove disables exactly those; links of other modules would be foreign.
+    modules_state = operator.vars.get("mxedge_test_operator_modules_state")
+    enabled = set(operator.host.file(modules_state).content_string.split()) if modules_state else set()
+    own_links = {f"/etc/apache2/mods-enabled/{module}.{kind}" for module in enabled for kind in ("load", "conf")}
+    foreign_new = sorted(path for path in set(now) - set(before) if "mxedge" not in path.lower() and path not in own_links)
     assert (gone, changed, foreign_new) == ([], [], [])
     assert edited, "the scenario names the operator's website file the role edits with consent"
     for path in edited:

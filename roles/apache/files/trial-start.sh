@@ -11,7 +11,9 @@
 # (nothing outlives the trial), its pid file, runtime and log files under the
 # scratch directory.
 #
-#   trial-start.sh <scratch>     the candidate tree is <scratch>/conf
+#   trial-start.sh <scratch>              the candidate tree is <scratch>/conf
+#   trial-start.sh <scratch> alongside    the same, for a tree of the operator's
+#                                         (matrix_proxy_mode=alongside, run by alongside-test.sh)
 #
 # Exit status: 0 started fine; 1 Apache refused to start (its messages on
 # stderr); 2 no trial possible on this host (namespaces not permitted).
@@ -30,8 +32,15 @@ mkdir -p "$trial/run" "$trial/log" || exit 2
 
 # The real Listen directives may name addresses that do not exist in an empty
 # network namespace; one wildcard socket is enough to start. The role owns
-# ports.conf, so this only changes the scratch copy.
-printf 'Listen 0.0.0.0:443 https\n' >"$conf/ports.conf" || exit 2
+# ports.conf, so this only changes the scratch copy. Alongside the operator's
+# Apache, Listen lines are in the operator's files and the role's site too: all
+# of them are commented out in the scratch copy (only), and one is added.
+if [ "${2:-}" = alongside ]; then
+    find "$conf" -type f -name '*.conf' -exec sed -i -E 's/^([[:space:]]*)(Listen[[:space:]])/\1# trial: \2/I' {} + || exit 2
+    printf 'Listen 0.0.0.0:443 https\n' >>"$conf/ports.conf" || exit 2
+else
+    printf 'Listen 0.0.0.0:443 https\n' >"$conf/ports.conf" || exit 2
+fi
 
 (
     APACHE_CONFDIR=$conf

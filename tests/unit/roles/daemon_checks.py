@@ -12,6 +12,7 @@ counts at the end of the run.
 import collections
 import functools
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -72,6 +73,29 @@ class Nginx:
             argv = ["docker", "run", "--rm", "--network", "none",
                     "-v", f"{scratch}:{scratch}:ro", self.image] + argv
         record(f"nginx {self.version} ({self.where}): nginx -t")
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+    def test_alongside(self, files, scratch):
+        """`nginx -T` of this nginx's own stock /etc/nginx (Debian's package files: nginx.conf including
+        conf.d/*.conf and sites-enabled/*, the default site) with `files` ({path under /etc/nginx: local file})
+        added, as the operator's configuration and the role's files of matrix_proxy_mode=alongside are; every
+        other file it reads is under scratch. This machine's /etc/nginx is never changed: a copy is mounted over
+        it in a private mount namespace, as the role's own candidate test does."""
+        if self.image:
+            argv = ["docker", "run", "--rm", "--network", "none", "-v", f"{scratch}:{scratch}:ro"]
+            for target, source in files.items():
+                argv += ["-v", f"{source}:{target}:ro"]
+            argv += [self.image, "nginx", "-T"]
+        else:
+            tree = pathlib.Path(scratch) / "etc-nginx"
+            shutil.copytree("/etc/nginx", tree, symlinks=True)
+            for target, source in files.items():
+                dest = tree / pathlib.PurePosixPath(target).relative_to("/etc/nginx")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, dest)
+            argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    'mount --bind "$1" /etc/nginx && exec nginx -T', "sh", str(tree)]
+        record(f"nginx {self.version} ({self.where}): nginx -T with Debian's stock nginx.conf")
         return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
 
     def __str__(self):

@@ -15,6 +15,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import tempfile
 
 import daemon_checks
 import pytest
@@ -26,7 +27,7 @@ ROLE = ROOT / "roles" / "apache"
 
 CERT = "/etc/ssl/mxedge-test/fullchain.pem"
 KEY = "/etc/ssl/mxedge-test/privkey.pem"
-BASE = {"matrix_tls_certificate": CERT, "matrix_tls_certificate_key": KEY}
+BASE = {"matrix_tls_certificate": CERT, "matrix_tls_certificate_key": KEY, "matrix_proxy_mode": "dedicated"}
 
 VARIANTS = {
     # delegated from example.test, federation on 8448, admin allow-list, IPv6
@@ -108,12 +109,54 @@ VARIANTS = {
 }
 ACME = [name for name, v in VARIANTS.items() if v.get("matrix_tls_source") == "acme"]
 
+# matrix_proxy_mode=alongside (MX15): the operator's Apache as preflight would read it (mx_operator: what
+# apache2ctl -S and the Listen lines say; the render pretends apache2ctl is absent so nothing is read here).
+OPERATOR_SITES = [
+    {"port": 443, "names": ["example.test"], "default": True, "where": "/etc/apache2/sites-enabled/example.test.conf:2",
+     "address": "*"},
+    {"port": 443, "names": ["unrelated.test"], "default": False,
+     "where": "/etc/apache2/sites-enabled/unrelated.test.conf:2", "address": "*"},
+]
+ALONGSIDE = {
+    # delegated from a host the operator does not serve (the documents in a vhost of the role's), federation on
+    # 8448, where no Listen of the operator's is: the role's site lists it
+    "alongside_own_well_known": {
+        "matrix_server_name": "other.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_proxy_mode": "alongside",
+        "mx_operator": {"listeners": OPERATOR_SITES, "listen_ports": [80, 443]},
+        "mx_ipv6": True,
+    },
+    # the molecule shape: single port 443, the operator's example.test website includes the snippet
+    "alongside_snippet": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_federation_port": 443,
+        "matrix_proxy_mode": "alongside",
+        "matrix_well_known_site": "operator",
+        "matrix_extra_routes": [
+            {"vhost": "well_known", "id": "support", "kind": "exact", "path": "/.well-known/matrix/support",
+             "action": "static", "body": '{"contacts":[]}'},
+            {"vhost": "well_known", "id": "no-policy", "kind": "prefix", "path": "/.well-known/matrix/policy",
+             "action": "refuse", "status": 403},
+        ],
+        "mx_operator": {"listeners": OPERATOR_SITES, "listen_ports": [80, 443]},
+        "mx_ipv6": False,
+    },
+}
+
 PLAYBOOK = """
 - name: Render the apache role's templates for one variable set per host
   hosts: all
   connection: local
   gather_facts: false
   tasks:
+    - name: Pretend the operator's Apache of an alongside variant (apache2ctl absent, so preflight reads nothing)
+      ansible.builtin.set_fact:
+        _apache_ctl: mxedge-render-no-apache2ctl
+        _apache_operator_listeners: "{{{{ mx_operator.listeners }}}}"
+        _apache_operator_listen_ports: "{{{{ mx_operator.listen_ports }}}}"
+      when: mx_operator is defined
     - name: Load the apache role (defaults, vars, the matrix dependency) and run its preflight
       ansible.builtin.include_role:
         name: mxedge.matrix.apache
@@ -143,16 +186,18 @@ PLAYBOOK = """
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     out = tmp_path_factory.mktemp("apache-render")
-    data_by_name = render(out, PLAYBOOK.format(role=ROLE, out=out), {name: dict(BASE, **v) for name, v in VARIANTS.items()})
+    variants = dict(VARIANTS, **ALONGSIDE)
+    data_by_name = render(out, PLAYBOOK.format(role=ROLE, out=out), {name: dict(BASE, **v) for name, v in variants.items()})
     result = {}
-    for name in VARIANTS:
+    for name in variants:
         data = data_by_name[name]
         files = data.pop("files")
         result[name] = {
             "files": files,
-            "ports_conf": files["ports.conf"],
-            "server": files["conf-available/mxedge-matrix.conf"],
+            "ports_conf": files.get("ports.conf"),
+            "server": files.get("conf-available/mxedge-matrix.conf"),
             "site": files["sites-available/mxedge-matrix.conf"],
+            "snippet": files.get("mxedge-matrix/well-known.conf"),
             "derived": data,
         }
     return result
@@ -642,7 +687,7 @@ def test_rendered_configuration_cites_every_behaviour(rendered, name):
 
 
 def test_every_behaviour_is_cited_by_some_variant(rendered):
-    cited = set().union(*(_cited(rendered[name]["files"]) for name in VARIANTS))
+    cited = set().union(*(_cited(rendered[name]["files"]) for name in list(VARIANTS) + list(ALONGSIDE)))
     assert _contract_behaviours() <= cited
 
 
@@ -885,3 +930,200 @@ def test_apache_forwards_the_services_and_tunnels_websocket(rendered, tmp_path):
     # the tunnel route upgrades and carries data both ways; a default route does not upgrade
     assert answers[5] == "HTTP/1.1 101 Switching Protocols echo:ping-1 echo:ping-2", proc.stderr
     assert answers[6].startswith("HTTP/1.1 200") and answers[6].endswith("upgrade=none"), answers[6]
+
+
+def test_alongside_writes_only_files_of_its_own(rendered):
+    """MX15: no ports.conf, no server-wide conf; the site, and the snippet only when the operator's website includes it."""
+    assert sorted(rendered["alongside_own_well_known"]["files"]) == ["sites-available/mxedge-matrix.conf"]
+    assert sorted(rendered["alongside_snippet"]["files"]) == [
+        "mxedge-matrix/well-known.conf", "sites-available/mxedge-matrix.conf"]
+    for name in ALONGSIDE:
+        site = rendered[name]["site"]
+        assert "# MX15 alongside the operator's Apache" in site
+        for directive in ("ServerLimit", "ThreadsPerChild", "MaxRequestWorkers", "ListenBacklog", "KeepAlive",
+                          "ServerTokens", "Timeout ", "SSLSessionCache", "Mutex"):
+            assert not re.search(rf"^\s*{directive}", site, re.M), (name, directive)
+        # mod_http2 is loaded by the site itself: a2enmod would enable Debian's http2.conf, whose server-wide
+        # "Protocols h2 h2c http/1.1" changes the operator's websites (ALPN h2, "Upgrade: h2,h2c")
+        assert "http2" not in rendered[name]["derived"]["modules"], name
+        assert ("<IfModule !http2_module>\n    LoadModule http2_module /usr/lib/apache2/modules/mod_http2.so\n"
+                "</IfModule>") in site, name
+        assert "Protocols h2 http/1.1" in site
+    for name in VARIANTS:
+        assert "MX15" not in rendered[name]["site"], name
+        assert "http2" in rendered[name]["derived"]["modules"] and "LoadModule" not in rendered[name]["site"], name
+
+
+def test_alongside_lists_only_ports_the_operator_does_not(rendered):
+    def listens(name):
+        return re.findall(r"^Listen (.+)$", rendered[name]["site"], re.M)
+
+    # 443 is the operator's (ports.conf); 8448 is not: the role's site listens there (IPv6 too)
+    assert listens("alongside_own_well_known") == ["0.0.0.0:8448 https", "[::]:8448 https"]
+    assert listens("alongside_snippet") == []
+    for name in VARIANTS:
+        assert listens(name) == [], name
+
+
+def test_alongside_snippet_serves_the_well_known_routes_inside_the_operators_site(rendered):
+    site, snippet = rendered["alongside_snippet"]["site"], rendered["alongside_snippet"]["snippet"]
+    # no virtual host of the role's for the operator's website
+    assert list(_vhosts(site)) == [(443, "matrix.example.test")]
+    assert not re.search(r"^\s*(<VirtualHost|RedirectMatch|ErrorDocument|Listen)", snippet, re.M)
+    vhost = next(v for v in rendered["alongside_snippet"]["derived"]["routes"]["vhosts"] if v["name"] == "well_known")
+    assert vhost["snippet"] is True
+    static = [r for r in vhost["routes"] if r["action"] == "static"]
+    assert [r["id"] for r in static] == ["well-known-server", "well-known-client", "support"]
+    locations = _locations(snippet)
+    for route in static:
+        target = f"/var/www/mxedge-matrix/static/well_known-{route['id']}"
+        assert f'Alias "{route["match"]["path"]}" "{target}"' in snippet
+        assert target in rendered["alongside_snippet"]["derived"]["documents"]
+        assert "ForceType application/json" in locations[route["match"]["path"]]
+        assert 'Header always set Access-Control-Allow-Origin "*"' in locations[route["match"]["path"]]
+        assert f'ProxyPass "{route["match"]["path"]}" "!"' in snippet
+    assert "Require all denied" in locations["/.well-known/matrix/policy"]
+    # the snippet's own routes, in reverse order (the last merged <Location> wins)
+    assert list(locations) == [r["match"]["path"] for r in reversed(vhost["routes"])]
+
+
+def _operator_tree(rendered, name, tmp_path):
+    """Debian's stock /etc/apache2 (this machine's package files) with two TLS websites of an operator's, the
+    role's files and, in example.test's <VirtualHost>, the role's two marked lines; (scratch, site file)."""
+    vars_main = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+    scratch = tmp_path / "stage"
+    conf = scratch / "conf"
+    shutil.copytree("/etc/apache2", conf, symlinks=True)
+    env = dict(os.environ, APACHE_CONFDIR=str(conf), APACHE_STATE_DIRECTORY=str(scratch / "state"))
+    for module in ["ssl", "headers"] + rendered[name]["derived"]["modules"]:
+        subprocess.run(["a2enmod", "-q", module], env=env, capture_output=True, check=True)
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=example.test"],
+        capture_output=True, check=True,
+    )
+    (conf / "mxedge-matrix").mkdir()
+    for dest, text in rendered[name]["files"].items():
+        derived = rendered[name]["derived"]
+        (conf / dest).write_text(text.replace(derived["cert"], str(cert)).replace(derived["key"], str(key)))
+    marker, include = vars_main["_apache_include_marker"], "Include /etc/apache2/mxedge-matrix/well-known.conf"
+    for host in ("example.test", "unrelated.test"):
+        lines = ["<VirtualHost *:443>", f"\tServerName {host}", f"\tDocumentRoot {scratch}/www-{host}",
+                 "\tSSLEngine on", f"\tSSLCertificateFile {cert}", f"\tSSLCertificateKeyFile {key}",
+                 f'\tHeader always set X-Operator-Site "{host}"',
+                 f"\t<Directory {scratch}/www-{host}>", "\t\tRequire all granted", "\t</Directory>", "</VirtualHost>"]
+        if host == "example.test" and rendered[name]["snippet"]:
+            lines[1:1] = [f"\t{marker}", f"\t{include}"]
+        (conf / "sites-available" / f"{host}.conf").write_text("# the operator's\n" + "\n".join(lines) + "\n")
+        subprocess.run(["a2ensite", "-q", host], env=env, capture_output=True, check=True)
+        (scratch / f"www-{host}").mkdir()
+        (scratch / f"www-{host}" / "index.html").write_text(f"<h1>{host}</h1>\n")
+    subprocess.run(["a2ensite", "-q", "mxedge-matrix"], env=env, capture_output=True, check=True)
+    shutil.copy(ROLE / "files" / "trial-start.sh", scratch / "trial-start.sh")
+    return scratch
+
+
+def _mount_namespaces():
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "--net", "--pid", "--fork", "true"],
+                          capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.skipif(not _apache_usable() or not shutil.which("unshare"), reason="needs Apache, openssl, unshare and root")
+@pytest.mark.parametrize("name", ALONGSIDE)
+def test_apache_accepts_the_alongside_candidate_with_the_operators_sites(rendered, name, tmp_path):
+    """MX10, MX15: the role's alongside test (files/alongside-test.sh: the candidate mounted as /etc/apache2,
+    configtest, trial start) accepts Debian's stock configuration + two operator websites + the role's files."""
+    if not _mount_namespaces():
+        pytest.skip("unshare --mount --net --pid is not permitted here")
+    scratch = _operator_tree(rendered, name, tmp_path)
+    proc = subprocess.run(["sh", str(ROLE / "files" / "alongside-test.sh"), str(scratch), "/etc/apache2"],
+                          capture_output=True, text=True, timeout=90, check=False)
+    daemon_checks.record(f"Apache {daemon_checks.host_version('apache2')} (this machine): "
+                         "alongside candidate as /etc/apache2 (files/alongside-test.sh, unshare --mount)")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(not _apache_usable() or not shutil.which("unshare"), reason="needs Apache, openssl, unshare and root")
+def test_alongside_test_rejects_a_second_listen(rendered, tmp_path):
+    """A second Listen on a port (here: the operator's own, listed again) is refused before anything goes live."""
+    if not _mount_namespaces():
+        pytest.skip("unshare --mount --net --pid is not permitted here")
+    scratch = _operator_tree(rendered, "alongside_snippet", tmp_path)
+    site = scratch / "conf" / "sites-available" / "mxedge-matrix.conf"
+    site.write_text("Listen 443\n" + site.read_text())
+    ports = (scratch / "conf" / "ports.conf").read_text()
+    assert re.search(r"^\s*Listen 443$", ports, re.M)
+    proc = subprocess.run(["sh", str(ROLE / "files" / "alongside-test.sh"), str(scratch), "/etc/apache2"],
+                          capture_output=True, text=True, timeout=90, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Cannot define multiple Listeners on the same IP:port" in proc.stderr
+
+
+# Apache on the alongside candidate in namespaces of its own (the tree mounted as /etc/apache2), asked with curl.
+ALONGSIDE_LIVE_SCRIPT = r"""
+set -u
+mount --bind "$SCRATCH/conf" /etc/apache2
+APACHE_CONFDIR=/etc/apache2
+export APACHE_CONFDIR
+ip link set lo up
+. /etc/apache2/envvars
+APACHE_PID_FILE=$SCRATCH/run/apache2.pid APACHE_RUN_DIR=$SCRATCH/run APACHE_LOCK_DIR=$SCRATCH/run APACHE_LOG_DIR=$SCRATCH/log
+export APACHE_PID_FILE APACHE_RUN_DIR APACHE_LOCK_DIR APACHE_LOG_DIR
+mkdir -p "$SCRATCH/run" "$SCRATCH/log"
+/usr/sbin/apache2 -d /etc/apache2 -D FOREGROUND -c "PidFile $APACHE_PID_FILE" -c "ErrorLog $APACHE_LOG_DIR/error.log" &
+i=0
+while [ ! -s "$APACHE_PID_FILE" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 0.5
+ask() {
+    curl -sk --path-as-is -o "$SCRATCH/body" -D "$SCRATCH/head" -w '%{http_code} %{content_type}' --max-time 5 \
+        --resolve "$1:443:127.0.0.1" "https://$1$2"
+    echo " cors=$(grep -i '^access-control-allow-origin:' "$SCRATCH/head" | tr -d '\r' | cut -d' ' -f2)" \
+         "site=$(grep -i '^x-operator-site:' "$SCRATCH/head" | tr -d '\r' | cut -d' ' -f2)" \
+         "body=$(head -c 300 "$SCRATCH/body" | tr -c '[:print:]' ' ')"
+}
+ask example.test /
+ask example.test /.well-known/matrix/server
+ask example.test /.well-known/matrix/support
+ask example.test /.well-known/matrix/policy
+ask unrelated.test /.well-known/matrix/server
+ask unrelated.test /
+cat "$APACHE_LOG_DIR/error.log" >&2
+"""
+
+
+@pytest.mark.skipif(not _apache_usable() or not shutil.which("curl") or not shutil.which("unshare"),
+                    reason="needs Apache, openssl, curl, unshare and root")
+def test_operators_website_serves_the_well_known_documents(rendered, tmp_path):
+    """MX03, MX15 live: the operator's example.test website answers its own pages and, through the snippet,
+    the table's well-known bytes with JSON and CORS; the unrelated website is untouched."""
+    if not _mount_namespaces():
+        pytest.skip("unshare --mount --net --pid is not permitted here")
+    scratch = _operator_tree(rendered, "alongside_snippet", tmp_path)
+    # www-data serves the documents from the scratch directory: let it through pytest's private temporary directories
+    for parent in [scratch, *scratch.parents]:
+        if parent == pathlib.Path(tempfile.gettempdir()):
+            break
+        parent.chmod(0o755)
+    routes = next(v for v in rendered["alongside_snippet"]["derived"]["routes"]["vhosts"] if v["name"] == "well_known")
+    bodies = {r["id"]: r["body"] for r in routes["routes"] if r["action"] == "static"}
+    static = scratch / "static"
+    static.mkdir()
+    for route_id, body in bodies.items():
+        (static / f"well_known-{route_id}").write_text(body)
+    snippet = scratch / "conf" / "mxedge-matrix" / "well-known.conf"
+    snippet.write_text(snippet.read_text().replace("/var/www/mxedge-matrix/static", str(static)))
+    env = dict(os.environ, SCRATCH=str(scratch))
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "--net", "--pid", "--fork", "--kill-child",
+                           "sh", "-c", ALONGSIDE_LIVE_SCRIPT], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    daemon_checks.record(f"Apache {daemon_checks.host_version('apache2')} (this machine): "
+                         "operator's website with the well-known snippet answering curl (unshare --mount --net --pid)")
+    answers = proc.stdout.splitlines()
+    assert len(answers) == 6, proc.stdout + proc.stderr
+    assert answers[0] == "200 text/html cors= site=example.test body=<h1>example.test</h1> ", proc.stderr
+    assert answers[1] == f"200 application/json cors=* site=example.test body={bodies['well-known-server']}", proc.stderr
+    assert answers[2] == f"200 application/json cors=* site=example.test body={bodies['support']}"
+    assert answers[3].startswith("403 ") and "site=example.test" in answers[3]
+    assert answers[4].startswith("404 ") and "site=unrelated.test" in answers[4]
+    assert answers[5] == "200 text/html cors= site=unrelated.test body=<h1>unrelated.test</h1> "

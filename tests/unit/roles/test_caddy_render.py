@@ -9,6 +9,7 @@ never be in it (certificate automation, ACME issuers) and for the well-known byt
 """
 
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -26,6 +27,8 @@ ROLE = ROOT / "roles" / "caddy"
 BASE = {
     "matrix_tls_certificate": "/etc/ssl/mxedge-test/fullchain.pem",
     "matrix_tls_certificate_key": "/etc/ssl/mxedge-test/privkey.pem",
+    # The variants below: the role owns the Caddyfile. ALONGSIDE (further down): next to the operator's.
+    "matrix_proxy_mode": "dedicated",
 }
 
 VARIANTS = {
@@ -149,6 +152,11 @@ def _blocks(text):
 def _unescape(raw):
     """A respond body as Caddy serves it: the replacer's escapes (a backslash before a brace) removed."""
     return re.sub(r"\\([{}])", r"\1", raw)
+
+
+def _escape(text):
+    """A body as the templates write it into a backtick token: braces escaped for Caddy's replacer."""
+    return text.replace("{", "\\{").replace("}", "\\}")
 
 
 def _respond_bodies(block):
@@ -587,3 +595,301 @@ def test_caddy_adapts_the_acme_site_to_a_challenge_proxy_and_a_redirect(rendered
     assert '"dial": "127.0.0.1:8999"' in text
     assert '"Location": ["https://{http.request.host}:8443{http.request.uri}"]' in text
     assert "tls_connection_policies" not in plain
+
+
+# matrix_proxy_mode=alongside (docs/caddy.md, "Alongside the operator's Caddy"): the role's sites go into
+# /etc/caddy/mxedge-matrix/sites.caddy (the same template, without global options), the well-known documents
+# into /etc/caddy/mxedge-matrix/well-known.caddy, which the operator's site for the server name's host imports.
+# mx_operator_listeners stands for what preflight reads from the operator's Caddy with caddy adapt.
+ALONGSIDE = {
+    # The molecule hs1 layout: single port 443, the operator's example.test site includes the snippet,
+    # extra well-known routes of the operator's (a static document and a refusal).
+    "alongside_snippet": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_federation_port": 443,
+        "matrix_well_known_site": "operator",
+        "matrix_extra_routes": [
+            {"vhost": "well_known", "id": "support", "kind": "exact", "path": "/.well-known/matrix/support",
+             "action": "static", "body": '{"contacts":[]}'},
+            {"vhost": "well_known", "id": "no-policy", "kind": "prefix", "path": "/.well-known/matrix/policy",
+             "action": "refuse", "status": 403},
+        ],
+        "mx_ipv6": True,
+    },
+    # The role's own well-known site; the client site on 8443, where the operator's Caddy listens on IPv4 only.
+    "alongside_own_bound": {
+        "matrix_server_name": "own.test",
+        "matrix_homeserver_fqdn": "matrix.own.test",
+        "matrix_client_port": 8443,
+        "mx_ipv6": True,
+    },
+}
+
+# What the alongside variants' preflight reads with `caddy adapt` (a stand-in `caddy` first on PATH adapts this
+# instead of the machine's /etc/caddy/Caddyfile): the operator's base-domain site, and a site bound to IPv4 on 8443.
+OPERATOR_LIVE = """{
+\tadmin localhost:2019
+}
+
+example.test {
+\ttls /c.pem /k.pem
+\trespond "x"
+}
+
+other.test:8443 {
+\tbind tcp4/0.0.0.0
+\ttls {out}/operator-fullchain.pem {out}/operator-privkey.pem
+\trespond "y"
+}
+"""
+# A certificate chain as PEM (the preflight compares the chains' text, Caddy does not load it here).
+CHAIN = "-----BEGIN CERTIFICATE-----\nTUlJQmVYYW1wbGU=\n-----END CERTIFICATE-----\n" * 2
+
+PLAYBOOK_ALONGSIDE = """
+- name: Render the caddy role's alongside files for one variable set per host
+  hosts: all
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Load the caddy role (defaults, vars, the matrix dependency) and run its preflight
+      ansible.builtin.include_role:
+        name: mxedge.matrix.caddy
+        tasks_from: preflight
+        public: true
+    - name: Pretend the host's IPv6 of this variant
+      ansible.builtin.set_fact:
+        _matrix_ipv6: "{{{{ mx_ipv6 }}}}"
+    - name: Write the rendered files and the derived values, in one file per variant
+      ansible.builtin.copy:
+        dest: "{out}/{{{{ inventory_hostname }}}}.json"
+        mode: "0644"
+        content: "{{{{ {{'sites': lookup('ansible.builtin.template', '{role}/templates/Caddyfile.j2'),
+          'well_known': lookup('ansible.builtin.template', '{role}/templates/well-known.caddy.j2'),
+          'routes': _matrix_routes, 'server_body': _matrix_well_known_server_body,
+          'client_body': _matrix_well_known_client_body, 'import_line': _caddy_import_line,
+          'well_known_line': _caddy_well_known_line, 'site_regexp': _caddy_site_regexp,
+          'marked_regexp': _caddy_marked_regexp, 'listeners': _caddy_operator_listeners}} | to_json }}}}"
+"""
+
+# Debian 12's /etc/caddy/Caddyfile (caddy 2.6.2-5), comments left out: the stock main configuration.
+DEBIAN_CADDYFILE = """:80 {
+\troot * /usr/share/caddy
+\tfile_server
+}
+"""
+
+# An operator's Caddyfile on top of Debian's: global options of their own, the base-domain website.
+OPERATOR_SITES = """
+example.test, www.example.test {
+\ttls /etc/caddy/certs/fullchain.pem /etc/caddy/certs/privkey.pem
+\theader X-Operator-Site example.test
+\trespond "<h1>example.test</h1>" 200
+}
+"""
+OPERATOR_GLOBALS = """{
+\tgrace_period 45s
+\tservers {
+\t\ttimeouts {
+\t\t\tidle 4m
+\t\t}
+\t}
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def alongside(tmp_path_factory):
+    """The alongside variants, their preflight reading OPERATOR_LIVE as the operator's Caddy (a stand-in `caddy`)."""
+    caddy = shutil.which("caddy")
+    if not caddy or not os.path.exists("/etc/caddy/Caddyfile") or caddy != "/usr/bin/caddy":
+        pytest.skip("needs Debian's caddy (/usr/bin/caddy, /etc/caddy/Caddyfile): the alongside preflight reads the operator's")
+    out = tmp_path_factory.mktemp("caddy-alongside")
+    (out / "bin").mkdir()
+    (out / "operator.Caddyfile").write_text(OPERATOR_LIVE.replace("{out}", str(out)))
+    # alongside_own_bound: the operator's Caddy already loads the Matrix certificate (same chain, another file).
+    (out / "operator-fullchain.pem").write_text("# the operator's copy\n" + CHAIN)
+    (out / "matrix-fullchain.pem").write_text(CHAIN)
+    variants = {name: dict(BASE, **v, matrix_proxy_mode="alongside") for name, v in ALONGSIDE.items()}
+    variants["alongside_own_bound"]["matrix_tls_certificate"] = str(out / "matrix-fullchain.pem")
+    stand_in = out / "bin" / "caddy"
+    stand_in.write_text(f"#!/bin/sh\nexec {caddy} adapt --adapter caddyfile --config {out / 'operator.Caddyfile'}\n")
+    stand_in.chmod(0o755)
+    path = os.environ["PATH"]
+    os.environ["PATH"] = f"{out / 'bin'}:{path}"
+    try:
+        result = render(out, PLAYBOOK_ALONGSIDE.format(role=ROLE, out=out), variants)
+        result["out"] = out
+        return result
+    finally:
+        os.environ["PATH"] = path
+
+
+@pytest.mark.parametrize("name", list(ALONGSIDE))
+def test_alongside_sites_leave_the_global_options_to_the_operator(alongside, name):
+    text = alongside[name]["sites"]
+    blocks = _blocks(text)
+    assert "" not in blocks, "a global options block"
+    assert not re.search(r"^\s*(admin|auto_https|grace_period|servers|order|email|http_port|https_port)\b", text, re.M)
+    assert not re.search(r"^\t(protocols|timeouts)\b", text, re.M)
+    assert "bind tcp4/0.0.0.0 tcp6/[::]" not in text  # the dedicated mode's own listeners
+    for vhost in alongside[name]["routes"]["vhosts"]:
+        if vhost["snippet"]:
+            continue
+        site = _site_of(text, vhost)
+        assert "\tvars mxedge_matrix /etc/caddy/mxedge-matrix/sites.caddy\n" in site, vhost["name"]
+
+
+def test_alongside_preflight_reads_the_operators_sites(alongside):
+    found = {(item["port"], tuple(item["names"]), item["bind"]) for item in alongside["alongside_own_bound"]["listeners"]}
+    assert found == {(443, ("example.test",), ""), (8443, ("other.test",), "tcp4/0.0.0.0"),
+                     (80, ("example.test",), ""), (80, ("other.test",), "")}
+
+
+def test_alongside_sites_join_the_operators_listeners(alongside):
+    blocks = _blocks(alongside["alongside_own_bound"]["sites"])
+    assert "\tbind tcp4/0.0.0.0\n" in blocks["https://matrix.own.test:8443"]
+    for head in ("https://:8448", "https://own.test:443"):
+        assert "bind" not in blocks[head], head  # Caddy's default, every address, as the operator's sites on 443
+
+
+def test_alongside_well_known_is_a_snippet_not_a_site(alongside):
+    variant = alongside["alongside_snippet"]
+    (snippet,) = [vhost for vhost in variant["routes"]["vhosts"] if vhost["snippet"]]
+    assert (snippet["name"], snippet["hosts"], snippet["port"]) == ("well_known", ["example.test"], 443)
+    assert "https://example.test:443" not in _blocks(variant["sites"])
+    text = variant["well_known"]
+    blocks = _blocks(text)
+    # One matcher and one handle per route of the vhost, in order; no fallback (the operator's site answers the rest).
+    heads = [head for head in blocks if head.startswith("handle @")]
+    assert heads == ["handle @mxedge_matrix_" + re.sub(r"[^A-Za-z0-9]", "_", route["id"]) for route in snippet["routes"]]
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert not re.search(r"^handle \{", code, re.M) and not re.search(r"^\s*(error|handle_errors)\b", code, re.M)
+    bodies = {kind: _unescape(raw) for kind, raw in re.findall(
+        r"^handle @mxedge_matrix_well_known_(\w+) \{\n.*?\n\trespond `([^`]*)` 200\n", text, re.S | re.M)}
+    assert bodies == {"server": variant["server_body"], "client": variant["client_body"]}
+    assert "respond `\\{\"contacts\":[]\\}` 200" in blocks["handle @mxedge_matrix_support"]
+    refused = blocks["handle @mxedge_matrix_no_policy"]
+    error = variant["routes"]["errors"]["403"]
+    assert f"respond `{_escape(error['body'])}` 403" in refused and "header Content-Type application/json" in refused
+    # MX04 the raw URI: a mismatch is answered with the table's 404 right there.
+    handle = blocks["handle @mxedge_matrix_well_known_server"]
+    assert re.search(r'@mxedge_matrix_well_known_server_raw_mismatch expression `!\{http\.request\.uri\}\.matches', handle)
+    assert f"respond `{_escape(variant['routes']['errors']['404']['body'])}` 404" in handle
+    assert variant["well_known_line"] == ("\timport /etc/caddy/mxedge-matrix/well-known.caddy # mxedge.matrix: "
+                                          "the Matrix well-known documents (tasks_from=remove takes this line out)")
+
+
+def test_alongside_loads_the_operators_file_of_the_same_certificate(alongside):
+    """Caddy 2.6 caches a certificate once: the Matrix sites load the operator's file of the same chain, else copies."""
+    out = alongside["out"]
+    tls = _blocks(alongside["alongside_own_bound"]["sites"])["(mxedge_matrix_tls)"]
+    assert f"tls {out}/operator-fullchain.pem {out}/operator-privkey.pem {{" in tls
+    tls = _blocks(alongside["alongside_snippet"]["sites"])["(mxedge_matrix_tls)"]
+    assert "tls /etc/caddy/mxedge-matrix/tls/fullchain.pem /etc/caddy/mxedge-matrix/tls/privkey.pem {" in tls
+
+
+def test_alongside_without_snippet_the_well_known_file_is_empty(alongside):
+    text = alongside["alongside_own_bound"]["well_known"]
+    assert all(line.startswith("#") for line in text.splitlines() if line.strip())
+
+
+SITE_LINES = {
+    "example.test {": True,
+    "\texample.test {": True,
+    "https://example.test {": True,
+    "example.test:443 {": True,
+    "https://example.test:443, www.example.test {": True,
+    "www.example.test, example.test {": True,
+    "www.example.test example.test:443 {": True,
+    "www.example.test {": False,
+    "http://example.test {": False,
+    "example.test:8443 {": False,
+    "example.test.org {": False,
+    "# example.test {": False,
+    "example.test": False,
+}
+
+
+@pytest.mark.parametrize("line,found", SITE_LINES.items(), ids=list(SITE_LINES))
+def test_the_operators_site_line_for_the_snippet(alongside, line, found):
+    assert bool(re.match(alongside["alongside_snippet"]["site_regexp"], line)) == found
+
+
+def test_the_role_marks_every_line_it_adds(alongside):
+    variant = alongside["alongside_snippet"]
+    for line in (variant["import_line"], variant["well_known_line"]):
+        assert re.match(variant["marked_regexp"], line), line
+    assert not re.match(variant["marked_regexp"], "import /etc/caddy/mxedge-matrix/sites.caddy")
+    assert not re.match(variant["marked_regexp"], "#\timport /etc/caddy/mxedge-matrix/well-known.caddy # mxedge.matrix")
+
+
+def _tree(tmp_path, variant, with_snippet):
+    """/etc/caddy as the role leaves it alongside Debian's stock Caddyfile and an operator's site, under tmp_path."""
+    etc = tmp_path / "etc-caddy"
+    (etc / "mxedge-matrix").mkdir(parents=True)
+    (etc / "certs").mkdir()
+    site = OPERATOR_SITES
+    if with_snippet:
+        site = site.replace("{\n", "{\n" + variant["well_known_line"] + "\n", 1)
+    caddyfile = OPERATOR_GLOBALS + "\n" + DEBIAN_CADDYFILE + site + variant["import_line"] + "\n"
+    files = {etc / "Caddyfile": caddyfile, etc / "mxedge-matrix" / "sites.caddy": variant["sites"],
+             etc / "mxedge-matrix" / "well-known.caddy": variant["well_known"]}
+    for path, text in files.items():
+        path.write_text(text.replace("/etc/caddy/", f"{etc}/"))
+    return etc
+
+
+@pytest.mark.skipif(not shutil.which("caddy"), reason="needs the caddy binary")
+@pytest.mark.parametrize("name,with_snippet", [("alongside_snippet", True), ("alongside_own_bound", False)])
+def test_caddy_adapts_the_operators_caddyfile_with_the_role_files(alongside, tmp_path, name, with_snippet):
+    """Debian's stock Caddyfile, an operator's site and global options, the role's import line and files: Caddy adapts
+    it, the operator's settings and sites stay, the role's sites are marked, and the snippet answers in the operator's site."""
+    from ansible_collections.mxedge.matrix.plugins.module_utils.caddy_config import listeners
+    variant = alongside[name]
+    etc = _tree(tmp_path, variant, with_snippet)
+    proc = subprocess.run(["caddy", "adapt", "--adapter", "caddyfile", "--config", str(etc / "Caddyfile")],
+                          capture_output=True, text=True, check=False)
+    daemon_checks.record(f"Caddy {daemon_checks.host_version('caddy')} (this machine): caddy adapt (alongside)")
+    assert proc.returncode == 0, proc.stderr
+    assert '"level":"warn"' not in proc.stderr, proc.stderr
+    config = json.loads(proc.stdout)
+    http = config["apps"]["http"]
+    assert http["grace_period"] == 45 * 10**9 and "automation" not in config["apps"].get("tls", {})
+    assert all(server.get("idle_timeout") == 240 * 10**9 for server in http["servers"].values())
+    own = [str(etc / "mxedge-matrix")]
+    operator = {(item["port"], tuple(item["names"])) for item in listeners(proc.stdout, own)}
+    assert operator == {(80, ("*",)), (443, ("example.test", "www.example.test")),
+                        (80, ("example.test", "www.example.test"))}
+    every = {(item["port"], tuple(item["names"])) for item in listeners(proc.stdout, [])}
+    client = variant["routes"]["vhosts"][0]
+    assert (client["port"], tuple(client["hosts"])) in every
+    # One server per port: the role's sites joined the operator's servers.
+    ports = [item for server in http["servers"].values() for item in server["listen"]]
+    assert len(ports) == len(set(ports))
+    (site,) = [route for route in http["servers"][next(n for n, s in http["servers"].items() if ":443" in s["listen"])]["routes"]
+               if route.get("match") == [{"host": ["example.test", "www.example.test"]}]]
+    text = json.dumps(site)
+    served = {re.sub(r"\\([{}])", r"\1", json.loads(body)) for body in re.findall(r'"body": ("(?:[^"\\]|\\.)*")', text)}
+    assert ({variant["server_body"], variant["client_body"]} <= served) == with_snippet
+    assert "<h1>example.test</h1>" in served
+
+
+@pytest.mark.skipif(not shutil.which("caddy") or not shutil.which("openssl"), reason="needs caddy and openssl")
+def test_caddy_validates_the_alongside_tree(alongside, tmp_path):
+    """caddy validate (provisions every module, loads the certificates) of the whole tree, the snippet included."""
+    variant = alongside["alongside_snippet"]
+    etc = _tree(tmp_path, variant, True)
+    cert, key = etc / "certs" / "fullchain.pem", etc / "certs" / "privkey.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-subj", "/CN=example.test", "-days", "2", "-keyout", str(key), "-out", str(cert)],
+                   capture_output=True, check=True)
+    (etc / "mxedge-matrix" / "tls").mkdir()
+    for path in ("/etc/ssl/mxedge-test/fullchain.pem", "/etc/ssl/mxedge-test/privkey.pem"):
+        assert path not in variant["sites"]  # matrix_tls_source=files: the role's copies, in its own directory
+    (etc / "mxedge-matrix" / "tls" / "fullchain.pem").write_bytes(cert.read_bytes())
+    (etc / "mxedge-matrix" / "tls" / "privkey.pem").write_bytes(key.read_bytes())
+    proc = subprocess.run(["caddy", "validate", "--adapter", "caddyfile", "--config", str(etc / "Caddyfile")],
+                          capture_output=True, text=True, check=False)
+    daemon_checks.record(f"Caddy {daemon_checks.host_version('caddy')} (this machine): caddy validate (alongside)")
+    assert proc.returncode == 0, proc.stderr

@@ -25,6 +25,9 @@ TLS = {
     "matrix_tls_certificate": "/etc/ssl/mxedge-test/fullchain.pem",
     "matrix_tls_certificate_key": "/etc/ssl/mxedge-test/privkey.pem",
 }
+# The variants below are the role owning haproxy.cfg (matrix_proxy_mode=dedicated);
+# the alongside ones (ALONGSIDE) render the role's own file next to an operator's.
+COMMON = dict(TLS, matrix_proxy_mode="dedicated")
 
 VARIANTS = {
     # The e2e hs1: single port 443, delegated from example.test, admin allow-list.
@@ -166,7 +169,7 @@ PLAYBOOK = """
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     out = tmp_path_factory.mktemp("haproxy-render")
-    facts = render(out, PLAYBOOK.format(role=ROLE, out=out), {name: dict(TLS, **v) for name, v in VARIANTS.items()})
+    facts = render(out, PLAYBOOK.format(role=ROLE, out=out), {name: dict(COMMON, **v) for name, v in VARIANTS.items()})
     result = {}
     for name in VARIANTS:
         result[name] = {
@@ -722,7 +725,7 @@ REFUSED_EXTRAS = {
 def test_preflight_refuses_an_extra_with_no_frontend(tmp_path, name):
 
     variables, fragments = REFUSED_EXTRAS[name]
-    proc = run_playbook(tmp_path, PREFLIGHT_PLAYBOOK, {name: dict(TLS, **variables)})
+    proc = run_playbook(tmp_path, PREFLIGHT_PLAYBOOK, {name: dict(COMMON, **variables)})
     output = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode != 0, output[-3000:]
     assert "Assert every per-vhost extra has a listener to go into" in output, output[-3000:]
@@ -965,3 +968,343 @@ def test_haproxy_routes_the_services_and_tunnels_the_sfu_websocket(rendered, tmp
     assert answers[10] == "sfu.example.test HTTP/1.1 101 Switching Protocols echoed", logs
     # The homeserver answers the upgrade as a plain request: no tunnel, "ping" is no HTTP request.
     assert answers[11] == "matrix.example.test HTTP/1.1 200 OK not echoed", logs
+
+
+# ---------------------------------------------------------------------------
+# matrix_proxy_mode=alongside: the role's own file next to the operator's haproxy.cfg.
+# Checked by `haproxy -c` with both files (-f, -f), as the role's drop-in loads them:
+#   stock   next to Debian's stock haproxy.cfg (no frontend): the role binds its ports itself;
+#   joined  next to the scenario's operator config (frontend "www" on 80/443 for example.test
+#           and unrelated.test): the role joins "www" (haproxy_operator_frontend), with the
+#           well-known documents of the operator's example.test site (matrix_well_known_site=operator).
+OPERATOR_CFG = ROOT / "molecule" / "shared" / "operator" / "haproxy" / "haproxy.cfg"
+DEBIAN_STOCK_CFG = pathlib.Path("/etc/haproxy/haproxy.cfg")
+E2E_HS1 = {key: value for key, value in VARIANTS["delegated_single_port"].items() if key != "mx_ipv6"}
+ALONGSIDE = {
+    "stock": dict(E2E_HS1, matrix_proxy_mode="alongside", mx_ipv6=True, mx_operator="stock"),
+    "joined": dict(E2E_HS1, matrix_proxy_mode="alongside", matrix_well_known_site="operator",
+                   haproxy_operator_frontend="www", mx_ipv6=False, mx_operator="joined"),
+    # MAS and MatrixRTC hosts on the joined 443; federation on 8448, bound by the role itself.
+    "joined_services": dict(SERVICE_VARIABLES, matrix_rtc_jwt_upstream="http://localhost:8081",
+                            matrix_proxy_mode="alongside", matrix_well_known_site="operator",
+                            haproxy_operator_frontend="www", mx_ipv6=False, mx_operator="joined"),
+}
+
+ALONGSIDE_PLAYBOOK = PLAYBOOK.replace(
+    'dest: "{{{{ _haproxy_config_path }}}}"', 'dest: "{{{{ _haproxy_rendered_path }}}}"'
+).replace(
+    "'static_dir': _haproxy_static_dir}}",
+    "'static_dir': _haproxy_static_dir, 'rendered': _haproxy_rendered_path, 'join_port': _haproxy_join_port | int,"
+    " 'join_line': _haproxy_join_line if _haproxy_join_port | int else ''}}",
+)
+assert ALONGSIDE_PLAYBOOK.count("_haproxy_rendered_path") == 2
+
+
+def _operator_tree(scratch):
+    """The scenario's operator config with its files (certificate, pages) under `scratch`."""
+    text = OPERATOR_CFG.read_text()
+    for name in ("certs", "sites"):
+        text = text.replace(f"/etc/haproxy/{name}/", f"{scratch}/{name}/")
+        (scratch / name).mkdir(parents=True, exist_ok=True)
+    for page in ("example.html", "about.html", "unrelated.html"):
+        (scratch / "sites" / page).write_bytes((OPERATOR_CFG.parent / page).read_bytes())
+    key, cert = scratch / "key.pem", scratch / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=example.test",
+         "-addext", "subjectAltName=DNS:example.test,DNS:unrelated.test"],
+        capture_output=True, check=True,
+    )
+    (scratch / "certs" / "sites.pem").write_text(cert.read_text() + key.read_text())
+    cfg = scratch / "haproxy.cfg"
+    cfg.write_text(text)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def alongside(tmp_path_factory):
+    if not (shutil.which("haproxy") and shutil.which("openssl") and DEBIAN_STOCK_CFG.is_file()):
+        pytest.skip("needs haproxy, openssl and Debian's stock /etc/haproxy/haproxy.cfg")
+    out = tmp_path_factory.mktemp("haproxy-alongside")
+    hosts = {}
+    for name, variables in ALONGSIDE.items():
+        operator = (_operator_tree(out / f"{name}-operator") if variables["mx_operator"] == "joined"
+                    else DEBIAN_STOCK_CFG)
+        hosts[name] = dict(dict(COMMON, **variables), haproxy_operator_config=str(operator))
+    facts = render(out, ALONGSIDE_PLAYBOOK.format(role=ROLE, out=out), hosts)
+    return {name: {"dir": out / name, "operator": pathlib.Path(hosts[name]["haproxy_operator_config"]),
+                   "cfg": pathlib.Path(facts[name]["rendered"]).read_text(), "facts": facts[name]}
+            for name in ALONGSIDE}
+
+
+def _join(variant):
+    """The operator's config text with the role's edits (what the role's join task writes)."""
+    from ansible_collections.mxedge.matrix.plugins.module_utils import haproxy_config  # pylint: disable=import-outside-toplevel
+    text = variant["operator"].read_text()
+    return haproxy_config.join(text, "www", variant["facts"]["join_line"], variant["facts"]["cert_path"],
+                               variant["facts"]["join_port"]), text
+
+
+def test_alongside_file_sets_no_global_of_the_operators(alongside):
+    for name, variant in alongside.items():
+        sections = _sections(variant["cfg"])
+        assert sections["global"] == [f"lua-load-per-thread {variant['dir']}/mxedge-matrix/mxedge_matrix.lua"], name
+        assert "defaults mxedge_matrix" in sections, name
+        for key in sections:
+            if key.startswith(("frontend ", "backend ")):
+                assert key.endswith(" from mxedge_matrix"), (name, key)
+
+
+def test_alongside_stock_binds_its_own_ports_with_its_tls_profile(alongside):
+    variant = alongside["stock"]
+    assert variant["facts"]["join_port"] == 0 and variant["facts"]["join_line"] == ""
+    binds = _sections(variant["cfg"])["frontend fe_matrix_443 from mxedge_matrix"]
+    binds = [line for line in binds if line.startswith("bind ")]
+    assert len(binds) == 2, binds
+    for line in binds:
+        assert f"crt {variant['dir']}/mxedge-matrix/tls/matrix.pem" in line
+        assert "ssl-min-ver TLSv1.2 no-tls-tickets" in line and " ciphers " in line and " curves " in line
+
+
+def test_alongside_joined_listens_internally_and_adds_one_marked_line(alongside):
+    variant = alongside["joined"]
+    facts = variant["facts"]
+    assert facts["join_port"] == 443
+    sections = _sections(variant["cfg"])
+    frontend = sections["frontend fe_matrix_443 from mxedge_matrix"]
+    assert [line for line in frontend if line.startswith("bind ")] == ["bind abns@mxedge-matrix-443 accept-proxy"]
+    assert "http-request set-header X-Forwarded-Proto https" in frontend
+    assert sections["backend be_mxedge_matrix_443 from mxedge_matrix"][-1] == (
+        "server mxedge_matrix_443 abns@mxedge-matrix-443 send-proxy-v2")
+    line = facts["join_line"]
+    assert line.startswith("use_backend be_mxedge_matrix_443 if { ssl_fc } { dst_port 443 } ")
+    assert "-m str matrix.example.test }" in line and "-m str example.test } { path -m str " in line
+    assert "/.well-known/matrix/server" in line and "/.well-known/matrix/support" in line
+    edited, before = _join(variant)
+    from ansible_collections.mxedge.matrix.plugins.module_utils import haproxy_config  # pylint: disable=import-outside-toplevel
+    assert haproxy_config.unjoin(edited, facts["cert_path"]) == before
+    added = [line for line in edited.splitlines() if line not in before.splitlines()]
+    assert len(added) == 2, added   # the bind line with the role's crt, the use_backend line
+    assert added[0] == "\tbind :443 ssl crt " + str(variant["operator"].parent / "certs" / "sites.pem") + \
+        f" alpn h2,http/1.1 crt {facts['cert_path']}"   # the operator's line, extended
+    assert added[1] == "\t" + line + " " + haproxy_config.MARKER
+    # Before the operator's own use_backend lines: evaluated first.
+    lines = edited.splitlines()
+    assert lines.index(added[1]) + 1 == lines.index("\tuse_backend site_example if host_example")
+
+
+@pytest.mark.parametrize("name", ALONGSIDE)
+def test_haproxy_accepts_the_operators_config_with_the_alongside_file(alongside, name, tmp_path):
+    variant = alongside[name]
+    _install_test_certificate(variant, tmp_path)
+    operator = variant["operator"]
+    if variant["facts"]["join_port"]:
+        operator = tmp_path / "operator.cfg"
+        operator.write_text(_join(variant)[0])
+    proc = subprocess.run(["haproxy", "-c", "-f", str(operator), "-f", variant["facts"]["rendered"]],
+                          capture_output=True, text=True, check=False)
+    daemon_checks.record(f"HAProxy {daemon_checks.host_version('haproxy')} (this machine): haproxy -c")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# The operator's frontend "www" joined: a real HAProxy with both files, a stand-in homeserver that
+# echoes what it received. From 10.9.9.9 (outside the allow-list); long-poll timing lowered.
+JOINED_UPSTREAM = """
+import http.server, json, sys, time
+class Upstream(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.headers.get("Transfer-Encoding") == "chunked":
+            while True:
+                size = int(self.rfile.readline().strip(), 16)
+                self.rfile.read(size + 2)
+                if size == 0:
+                    break
+        else:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if "sleep=" in self.path:
+            time.sleep(float(self.path.split("sleep=")[1]))
+        body = json.dumps({"path": self.path, "xff": self.headers.get_all("X-Forwarded-For"),
+                           "proto": self.headers.get("X-Forwarded-Proto"),
+                           "rid": self.headers.get("X-Request-ID")}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_POST = do_GET
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", 8008), Upstream).serve_forever()
+"""
+JOINED_SCRIPT = r"""
+set -u
+ip link set lo up
+ip addr add 10.9.9.9/32 dev lo
+python3 "$SCRATCH/upstream.py" &
+haproxy -db -f "$SCRATCH/operator.cfg" -f "$SCRATCH/mxedge-matrix.cfg" >"$SCRATCH/haproxy.log" 2>&1 &
+i=0
+while ! grep -q "is UP" "$SCRATCH/haproxy.log" && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+head -c 2000000 /dev/zero >"$SCRATCH/big.bin"
+ask() {
+    name=$1; host=$2; path=$3; shift 3
+    curl -sk --path-as-is --interface 10.9.9.9 --resolve "$host:443:127.0.0.1" -o "$SCRATCH/$name.body" \
+        -D "$SCRATCH/$name.head" --max-time 20 "$@" "https://$host$path" >/dev/null
+}
+ask site example.test /
+ask about example.test /about.html
+ask unrelated unrelated.test /
+ask wk_server example.test /.well-known/matrix/server
+ask wk_support example.test /.well-known/matrix/support
+ask wk_other example.test /.well-known/matrix/other
+ask versions matrix.example.test /_matrix/client/versions -H "X-Forwarded-For: 6.6.6.6" -H "X-Request-ID: forged"
+ask versions2 matrix.example.test /_matrix/client/versions --http2
+ask admin matrix.example.test /_synapse/admin/v1/server_version
+ask poll matrix.example.test "/_matrix/client/v3/sync?sleep=3"
+ask length matrix.example.test "/_matrix/media/v3/upload?length" -X POST -H "Expect:" --data-binary @"$SCRATCH/big.bin"
+ask chunked matrix.example.test "/_matrix/media/v3/upload?chunked" --http1.1 -X POST -H "Transfer-Encoding: chunked" --data-binary @"$SCRATCH/big.bin"
+"""
+
+
+@pytest.mark.skipif(not all(shutil.which(tool) for tool in ("haproxy", "openssl", "curl", "unshare", "ip")),
+                    reason="needs haproxy, openssl, curl, unshare and ip")
+def test_haproxy_joined_frontend_keeps_the_sites_and_the_matrix_behaviour(alongside, tmp_path):
+    """The chain operator frontend -> be_mxedge_matrix_443 -> abns -> fe_matrix_443: the operator's
+    sites answer as before; the Matrix hosts and the well-known paths reach the role; the homeserver
+    sees the client's address (not 127.0.0.1) in an overwritten X-Forwarded-For, https, a fresh request
+    ID; the admin allow-list holds; the body limit answers 413; a long-poll longer than the operator's
+    timeout client (lowered to 1 s) and the role's timeout server lowered to 5 s completes."""
+    if subprocess.run(["unshare", "--net", "--pid", "--fork", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("unshare --net --pid is not permitted here")
+    variant = alongside["joined"]
+    _install_test_certificate(variant, tmp_path)
+    limit = int(VARIANTS["delegated_single_port"].get("matrix_max_upload_size_mb", 50)) * 1048576
+    operator = _join(variant)[0].replace("timeout client  50000", "timeout client  1000")
+    operator = operator.replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock"))
+    operator = "\n".join(line for line in operator.splitlines() if not line.strip().startswith(("chroot", "user ", "group ", "daemon", "log /dev/log")))
+    (tmp_path / "operator.cfg").write_text(operator + "\n")
+    cfg = variant["cfg"].replace(f"int({limit})", "int(1048576)").replace("timeout server 180s", "timeout server 5s")
+    (tmp_path / "mxedge-matrix.cfg").write_text(cfg)
+    (tmp_path / "upstream.py").write_text(JOINED_UPSTREAM)
+    env = dict(os.environ, SCRATCH=str(tmp_path))
+    proc = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "sh", "-c", JOINED_SCRIPT],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    logs = proc.stderr + (tmp_path / "haproxy.log").read_text()
+
+    def answer(name):
+        head = (tmp_path / f"{name}.head").read_text().replace("\r", "")
+        final = head.strip().split("\n\n")[-1].split("\n")
+        headers = dict(line.split(": ", 1) for line in final[1:] if ": " in line)
+        return int(final[0].split()[1]), {k.lower(): v for k, v in headers.items()}, (tmp_path / f"{name}.body").read_bytes()
+
+    for name, host, body in (("site", "example.test", OPERATOR_CFG.parent / "example.html"),
+                             ("about", "example.test", OPERATOR_CFG.parent / "about.html"),
+                             ("unrelated", "unrelated.test", OPERATOR_CFG.parent / "unrelated.html")):
+        status, headers, got = answer(name)
+        assert (status, headers.get("x-operator-site"), got) == (200, host, body.read_bytes()), (name, logs)
+    facts = variant["facts"]
+    status, headers, got = answer("wk_server")
+    assert (status, got.decode()) == (200, facts["server_body"]), logs
+    assert headers["access-control-allow-origin"] == "*" and "x-operator-site" not in headers
+    assert answer("wk_support")[0] == 200
+    assert answer("wk_other")[1].get("x-operator-site") == "example.test"   # not a route: the operator's site
+    errors = facts["routes"]["errors"]
+    for name in ("versions", "versions2"):
+        status, headers, got = answer(name)
+        seen = json.loads(got)
+        assert status == 200 and seen["xff"] == ["10.9.9.9"] and seen["proto"] == "https", (name, seen, logs)
+        assert seen["rid"] and seen["rid"] != "forged", seen
+    status, headers, got = answer("admin")
+    assert (status, got.decode()) == (403, errors["403"]["body"]), logs
+    assert answer("poll")[0] == 200, logs
+    for name in ("length", "chunked"):
+        status, headers, got = answer(name)
+        assert (status, got.decode()) == (413, errors["413"]["body"]), (name, logs)
+
+
+JOINED_SERVICES_SCRIPT = r"""
+set -u
+ip link set lo up
+for port in 8008 8080 8081 7880; do python3 "$SCRATCH/standin.py" "$port" & done
+haproxy -db -f "$SCRATCH/operator.cfg" -f "$SCRATCH/mxedge-matrix.cfg" >"$SCRATCH/haproxy.log" 2>&1 &
+i=0
+while ! grep -q "is UP" "$SCRATCH/haproxy.log" && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+for host in auth.example.test rtc-jwt.example.test sfu.example.test; do
+    curl -sk --resolve "$host:443:127.0.0.1" -o /dev/null -w "%{http_code}\n" --max-time 10 "https://$host/x"
+done
+python3 "$SCRATCH/ws.py" sfu.example.test '/rtc?access_token=t' 3
+"""
+
+
+@pytest.mark.skipif(not all(shutil.which(tool) for tool in ("haproxy", "openssl", "curl", "unshare", "ip")),
+                    reason="needs haproxy, openssl, curl, unshare and ip")
+def test_haproxy_joined_frontend_tunnels_the_sfu_websocket(alongside, tmp_path):
+    """MX14 through the chain: the service hosts reach their stand-ins through the operator's frontend,
+    and a WebSocket to the SFU outlives the operator's timeout client and the role's client and server
+    timeouts (all lowered to 1 s): both hops become tunnels (be_mxedge_matrix_443 states timeout tunnel)."""
+    if subprocess.run(["unshare", "--net", "--pid", "--fork", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("unshare --net --pid is not permitted here")
+    variant = alongside["joined_services"]
+    assert variant["facts"]["join_port"] == 443
+    assert "sfu.example.test" in variant["facts"]["join_line"]
+    assert "bind 0.0.0.0:8448 ssl crt" in variant["cfg"]   # federation: a port of the role's own
+    _install_test_certificate(variant, tmp_path)
+    operator = _join(variant)[0].replace("timeout client  50000", "timeout client  1000")
+    operator = operator.replace("timeout server  50000", "timeout server  1000")
+    operator = operator.replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock"))
+    operator = "\n".join(line for line in operator.splitlines()
+                         if not line.strip().startswith(("chroot", "user ", "group ", "daemon", "log /dev/log")))
+    (tmp_path / "operator.cfg").write_text(operator + "\n")
+    cfg = re.sub(r"(?m)^(\s+timeout (client|server)) \d+s$", r"\1 1s", variant["cfg"])
+    (tmp_path / "mxedge-matrix.cfg").write_text(cfg)
+    (tmp_path / "standin.py").write_text(SERVICE_STANDIN)
+    (tmp_path / "ws.py").write_text(WEBSOCKET_CLIENT)
+    proc = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "sh", "-c", JOINED_SERVICES_SCRIPT],
+                          env=dict(os.environ, SCRATCH=str(tmp_path)), capture_output=True, text=True, timeout=120,
+                          check=False)
+    logs = proc.stderr + (tmp_path / "haproxy.log").read_text()
+    assert proc.stdout.splitlines() == ["200", "200", "200",
+                                        "sfu.example.test HTTP/1.1 101 Switching Protocols echoed"], proc.stdout + logs
+
+
+# Preflight against the scenario's operator config: what stops the run, with which words.
+REFUSED_ALONGSIDE = {
+    "shared_port_without_consent": (
+        {"matrix_well_known_site": "operator"},
+        ["needs port 443, which frontend www (", "cannot share a port", "set haproxy_operator_frontend: www",
+         "Nothing was changed"],
+    ),
+    "unknown_frontend": (
+        {"haproxy_operator_frontend": "web"},
+        ['haproxy_operator_frontend="web": allowed is "" or the name of the one frontend', "that file has www"],
+    ),
+    "well_known_site_own_on_the_operators_host": (
+        {"haproxy_operator_frontend": "www", "matrix_well_known_site": "own"},
+        ["already serves example.test on port 443", "matrix_well_known_site=operator"],
+    ),
+    "matrix_host_is_already_the_operators": (
+        {"haproxy_operator_frontend": "www", "matrix_well_known_site": "operator",
+         "matrix_homeserver_fqdn": "unrelated.test"},
+        ["unrelated.test on port 443 is already a site of the operator's"],
+    ),
+    "well_known_site_file_elsewhere": (
+        {"haproxy_operator_frontend": "www", "matrix_well_known_site": "operator",
+         "matrix_well_known_site_file": "/etc/haproxy/sites.cfg"},
+        ['matrix_well_known_site_file="/etc/haproxy/sites.cfg"', "haproxy_operator_frontend"],
+    ),
+}
+
+
+@pytest.mark.skipif(not (shutil.which("haproxy") and shutil.which("openssl")), reason="needs haproxy and openssl")
+@pytest.mark.parametrize("name", REFUSED_ALONGSIDE)
+def test_preflight_refuses_alongside_conflicts(tmp_path, name):
+    variables, fragments = REFUSED_ALONGSIDE[name]
+    operator = _operator_tree(tmp_path / "operator")
+    before = operator.read_bytes()
+    host = dict(dict(COMMON, **E2E_HS1), matrix_proxy_mode="alongside", haproxy_operator_config=str(operator))
+    proc = run_playbook(tmp_path, PREFLIGHT_PLAYBOOK, {name: dict(host, **variables)})
+    output = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, output[-3000:]
+    for fragment in fragments:
+        assert fragment in output, (fragment, output[-3000:])
+    assert operator.read_bytes() == before

@@ -24,7 +24,19 @@ ROLE = ROOT / "roles" / "nginx"
 BASE = {
     "matrix_tls_certificate": "/etc/ssl/mxedge-test/fullchain.pem",
     "matrix_tls_certificate_key": "/etc/ssl/mxedge-test/privkey.pem",
+    # The role owns nginx.conf; the alongside variants below set their mode themselves.
+    "matrix_proxy_mode": "dedicated",
 }
+
+# The operator's routes on the delegation host (the table renders them like its own).
+OPERATOR_ROUTES = [
+    {"vhost": "well_known", "id": "support", "kind": "exact", "path": "/.well-known/matrix/support",
+     "action": "static", "body": '{"contacts":[]}'},
+    {"vhost": "well_known", "id": "no-policy", "kind": "prefix", "path": "/.well-known/matrix/policy",
+     "action": "refuse", "status": 403},
+    {"vhost": "client", "id": "no-metrics", "kind": "prefix", "path": "/_synapse/metrics",
+     "action": "refuse", "status": 403},
+]
 
 # name -> (variables, nginx version to pretend, OpenSSL version to pretend)
 VARIANTS = {
@@ -113,7 +125,41 @@ VARIANTS = {
         "1.22.1",
         "3.0.17",
     ),
+    # matrix_proxy_mode=alongside: the operator's nginx.conf (Debian's) includes the role's
+    # conf.d/mxedge-matrix.conf; the role's own server block for the delegation host.
+    "alongside_own_well_known": (
+        {
+            "matrix_proxy_mode": "alongside",
+            "matrix_server_name": "example.test",
+            "matrix_homeserver_fqdn": "matrix.example.test",
+            "matrix_extra_routes": OPERATOR_ROUTES,
+            "mx_ipv6": True,
+            "nginx_http_extra": "limit_req_zone $binary_remote_addr zone=mx:10m rate=10r/s;",
+            "nginx_client_vhost_extra": "limit_req zone=mx burst=20;",
+            # What preflight found: the operator's sites use port 443 (nginx -T).
+            "mx_operator_ports": [80, 443],
+        },
+        "1.22.1",
+        "3.0.17",
+    ),
+    # ... and the operator's website for example.test serves the well-known documents through
+    # the role's snippet (matrix_well_known_site=operator), on Debian 13's nginx.
+    "alongside_snippet": (
+        {
+            "matrix_proxy_mode": "alongside",
+            "matrix_well_known_site": "operator",
+            "matrix_server_name": "example.test",
+            "matrix_homeserver_fqdn": "matrix.example.test",
+            "matrix_federation_port": 443,
+            "matrix_extra_routes": OPERATOR_ROUTES,
+            "mx_ipv6": True,
+        },
+        "1.26.3",
+        "3.5.1",
+    ),
 }
+ALONGSIDE = [name for name, variant in VARIANTS.items() if variant[0].get("matrix_proxy_mode") == "alongside"]
+DEDICATED = [name for name in VARIANTS if name not in ALONGSIDE]
 
 PLAYBOOK = """
 - name: Render the nginx role's templates for one variable set per host
@@ -126,9 +172,13 @@ PLAYBOOK = """
         name: mxedge.matrix.nginx
         tasks_from: preflight
         public: true
-    - name: Pretend the host's IPv6 and nginx build of this variant (the latter as configure.yml derives it)
+      vars:
+        # No nginx here (this machine's, if any, is not the operator's): alongside, preflight reads no live configuration.
+        _nginx_binary: /nonexistent/nginx
+    - name: Pretend the host's IPv6, nginx build (as configure.yml derives it) and the operator's ports of this variant
       ansible.builtin.set_fact:
         _matrix_ipv6: "{{{{ mx_ipv6 }}}}"
+        __nginx_operator_ports: "{{{{ mx_operator_ports | default([]) }}}}"
         __nginx_http2_directive: "{{{{ mx_nginx_version is version(_nginx_http2_directive_since, '>=') }}}}"
         __nginx_tls_curves: "{{{{ (_nginx_tls_curves_pq if mx_openssl_version is version(_nginx_mlkem_openssl_since, '>=') else [])
           + _nginx_tls_curves }}}}"
@@ -138,7 +188,8 @@ PLAYBOOK = """
         mode: "0644"
         content: "{{{{ {{'files': __render_files, 'placement': _matrix_well_known_placement,
           'disable_default_site': _nginx_disable_default_site | bool, 'routes': _matrix_routes,
-          'client_body': _matrix_well_known_client_body}} | to_json }}}}"
+          'client_body': _matrix_well_known_client_body, 'static_dir': _nginx_static_dir,
+          'errors_include': _nginx_errors_include, 'alongside': _nginx_alongside | bool}} | to_json }}}}"
       vars:
         __render_files: "{{{{ dict(_nginx_config_files | map(attribute='dest') | zip(query('ansible.builtin.template',
           *(_nginx_config_files | map(attribute='src') | map('regex_replace', '^', '{role}/templates/'))))) }}}}"
@@ -162,14 +213,31 @@ def rendered(tmp_path_factory):
             (tree / dest).write_text(text)
         for sub in ("conf.d", "sites-enabled", "modules-enabled"):
             (tree / sub).mkdir(exist_ok=True)
-        result[name] = {
-            "dir": tree,
-            "main": (tree / "nginx.conf").read_text(),
-            "matrix": (tree / "mxedge" / "matrix.conf").read_text(),
-            "errors": (tree / "mxedge" / "errors.inc").read_text(),
-            "derived": data,
-        }
+        if data["alongside"]:
+            snippet = tree / "mxedge-matrix" / "well-known.conf"
+            result[name] = {
+                "dir": tree,
+                "main": "",  # the operator's
+                "matrix": (tree / "conf.d" / "mxedge-matrix.conf").read_text(),
+                "errors": (tree / "mxedge-matrix" / "errors.inc").read_text(),
+                "snippet": snippet.read_text() if snippet.exists() else "",
+                "derived": data,
+            }
+        else:
+            result[name] = {
+                "dir": tree,
+                "main": (tree / "nginx.conf").read_text(),
+                "matrix": (tree / "mxedge" / "matrix.conf").read_text(),
+                "errors": (tree / "mxedge" / "errors.inc").read_text(),
+                "snippet": "",
+                "derived": data,
+            }
     return result
+
+
+def _served(variant):
+    """The listeners of the table that are server blocks of the role's (not the operator's snippet)."""
+    return [vhost for vhost in variant["derived"]["routes"]["vhosts"] if not vhost.get("snippet")]
 
 
 def _servers(text):
@@ -222,8 +290,9 @@ def _nginx_unquote(text):
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_every_file_starts_with_the_managed_header(rendered, name):
-    for key in ("main", "matrix", "errors"):
-        assert rendered[name][key].startswith("#\n# Ansible managed"), key
+    for key in ("main", "matrix", "errors", "snippet"):
+        if rendered[name][key] or (key == "main" and name in DEDICATED):
+            assert rendered[name][key].startswith("#\n# Ansible managed"), key
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -245,7 +314,7 @@ def test_proxy_pass_has_no_uri_part_and_forwarded_headers_are_overwritten(render
             assert "rewrite" not in block  # a rewrite would make nginx re-encode the URI
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", DEDICATED)
 def test_main_config_includes_only_relative_paths(rendered, name):
     includes = re.findall(r"^\s*include\s+([^;]+);", rendered[name]["main"], re.M)
     assert "mxedge/*.conf" in includes and "sites-enabled/*" in includes
@@ -254,7 +323,18 @@ def test_main_config_includes_only_relative_paths(rendered, name):
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_tls_is_mozilla_intermediate(rendered, name):
-    main = rendered[name]["main"]
+    if name in ALONGSIDE:
+        # The http level is the operator's: every TLS server block of the role's carries the profile.
+        blocks = [b for b in _servers(rendered[name]["matrix"]) if re.search(r"^\s*listen \S+ ssl", b, re.M)]
+        assert blocks
+        for block in blocks:
+            assert "ssl_session_cache shared:mxedge_matrix_tls:10m;" in block
+            _assert_intermediate(block)
+        return
+    _assert_intermediate(rendered[name]["main"])
+
+
+def _assert_intermediate(main):
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in main
     assert "ssl_session_tickets off;" in main
     assert "ssl_prefer_server_ciphers off;" in main
@@ -392,8 +472,7 @@ def _raw_check(body):
 @pytest.mark.parametrize("name", VARIANTS)
 def test_every_route_of_the_table_is_a_location_in_order(rendered, name):
     variant = rendered[name]
-    table = variant["derived"]["routes"]
-    for vhost in table["vhosts"]:
+    for vhost in _served(variant):
         block = _vhost_block(variant, vhost)
         locations = _locations(block)
         heads = [key for key in locations if key != ("", "/")]  # the listener's fallback
@@ -409,7 +488,7 @@ def test_every_route_of_the_table_is_a_location_in_order(rendered, name):
                     assert f"allow {network};" in body
                 assert ("deny all;" in body) == bool(route["allow_sources"])
             elif route["action"] == "static":
-                assert f"alias /etc/nginx/mxedge/static/{route['id']};" in body
+                assert f"alias {variant['derived']['static_dir']}/{route['id']};" in body
                 assert f"default_type {route['content_type']};" in body
                 assert ('set $mxedge_cors "*";' in body) == route["cors"]
             else:
@@ -420,7 +499,7 @@ def test_every_route_of_the_table_is_a_location_in_order(rendered, name):
 def test_every_forward_and_static_route_checks_the_raw_uri_against_the_table(rendered, name):
     """MX04, exact routes included (issue 18: `location = /health` had no raw check)."""
     variant = rendered[name]
-    for vhost in variant["derived"]["routes"]["vhosts"]:
+    for vhost in _served(variant):
         locations = _locations(_vhost_block(variant, vhost))
         for route in vhost["routes"]:
             body = locations[("=" if route["match"]["kind"] == "exact" else "^~", route["match"]["path"])]
@@ -554,7 +633,7 @@ def test_own_errors_are_the_table_json_with_cors(rendered, name):
     assert "add_header Retry-After $mxedge_retry_after always;" in errors
     assert 'set $mxedge_cors "";' in errors and 'set $mxedge_retry_after "";' in errors
     for block in _servers(variant["matrix"]):
-        assert block.count("include mxedge/errors.inc;") == 1
+        assert block.count(f"include {variant['derived']['errors_include']};") == 1
         for body in _locations(block).values():
             assert "add_header" not in body and "error_page" not in body
     # The homeserver's own errors are never replaced.
@@ -584,14 +663,88 @@ def test_rendered_configuration_cites_every_behaviour_of_the_contract(rendered, 
         not_applicable.add("MX13")  # matrix_mas_url unset
     if not {"rtc_jwt", "rtc_sfu"} & names:
         not_applicable.add("MX14")  # matrix_rtc_*_url unset
-    text = "\n".join(variant[key] for key in ("main", "matrix", "errors"))
+    text = "\n".join(variant[key] for key in ("main", "matrix", "errors", "snippet"))
     cited = {i for line in text.splitlines() if line.strip().startswith("#") for i in re.findall(r"\bMX\d\d\b", line)}
     assert cited <= set(BEHAVIOURS), cited - set(BEHAVIOURS)
     assert set(BEHAVIOURS) - not_applicable - cited == set(), "behaviours without a comment in the rendered configuration"
     assert {i for r in routes for i in r["behaviours"]} <= cited
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+def _nginx_for(rendered, name):
+    """The nginx that checks a variant's files: this machine's (as root), or Debian 13's in a container."""
+    pretended = VARIANTS[name][1]
+    needs_openssl_35 = "X25519MLKEM768" in rendered[name]["main"] + rendered[name]["matrix"]
+    nginx = daemon_checks.nginx_for(pretended, needs_openssl_35)
+    if nginx is None:
+        found = ", ".join(map(str, daemon_checks.nginxes())) or "none"
+        pytest.skip(f"no nginx for a tree rendered for nginx {pretended}"
+                    f"{' and OpenSSL >= 3.5' if needs_openssl_35 else ''} (found: {found}); "
+                    "scripts/bootstrap.sh ensure_unit_daemons installs them")
+    return nginx
+
+
+def _test_certificate(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=matrix.example.test"],
+        capture_output=True, check=True,
+    )
+    return key, cert
+
+
+# The operator's website for a host on 443, as an operator writes it into sites-enabled/.
+OPERATOR_SITE = """server {{
+    listen 443 ssl;
+    listen [::]:443 ssl;
+    server_name {host};
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    add_header X-Operator-Site {host} always;
+    root /var/www/html;
+{include}}}
+"""
+OWN_PATHS = ["/etc/nginx/conf.d/mxedge-matrix.conf", "/etc/nginx/mxedge-matrix", "/etc/nginx/mxedge"]
+
+
+@pytest.mark.parametrize("name", ALONGSIDE)
+def test_nginx_accepts_the_role_files_next_to_debians_stock_configuration(rendered, name, tmp_path):
+    """Alongside: Debian's own nginx.conf and default site, an operator's TLS website (for the server name's host
+    when the snippet goes there, including it), and the role's files: nginx -T accepts the combination and reads
+    the role's files through the stock include of conf.d/*.conf; the parser finds the operator's server blocks."""
+    from ansible_collections.mxedge.matrix.plugins.module_utils.nginx_config import listeners  # pylint: disable=import-outside-toplevel
+
+    variant = rendered[name]
+    nginx = _nginx_for(rendered, name)
+    key, cert = _test_certificate(tmp_path)
+    own = tmp_path / "mxedge-matrix.conf"
+    text = re.sub(r"(ssl_certificate) \S+;", rf"\1 {cert};", variant["matrix"])
+    own.write_text(re.sub(r"(ssl_certificate_key) \S+;", rf"\1 {key};", text))
+    files = {"/etc/nginx/conf.d/mxedge-matrix.conf": own,
+             "/etc/nginx/mxedge-matrix/errors.inc": variant["dir"] / "mxedge-matrix" / "errors.inc"}
+    host = "unrelated.test"
+    if variant["snippet"]:
+        files["/etc/nginx/mxedge-matrix/well-known.conf"] = variant["dir"] / "mxedge-matrix" / "well-known.conf"
+        host = "example.test"
+    site = tmp_path / "site"
+    include = "    include /etc/nginx/mxedge-matrix/well-known.conf;\n" if variant["snippet"] else ""
+    site.write_text(OPERATOR_SITE.format(host=host, cert=cert, key=key, include=include))
+    files[f"/etc/nginx/sites-enabled/{host}"] = site
+    proc = nginx.test_alongside(files, tmp_path)
+    assert proc.returncode == 0, f"{nginx}: {proc.stderr}"
+    assert "conflicting server name" not in proc.stderr, proc.stderr
+    for path in files:
+        assert f"\n# configuration file {path}:\n" in "\n" + proc.stdout, path
+    operator = listeners(proc.stdout, OWN_PATHS)
+    assert [(entry["port"], entry["names"]) for entry in operator] == [(80, ["*"]), (443, [host])]
+    # Without the exclusion the role's server blocks are there too, with the table's host names.
+    every = listeners(proc.stdout, [])
+    role = [entry for entry in every if entry["where"].startswith("/etc/nginx/conf.d/mxedge-matrix.conf:")]
+    assert sorted((e["port"], tuple(e["names"])) for e in role) == sorted(
+        (v["port"], tuple(v["hosts"] or ["*"])) for v in _served(variant))
+
+
+@pytest.mark.parametrize("name", DEDICATED)
 def test_nginx_accepts_the_rendered_tree(rendered, name, tmp_path):
     # This machine's nginx (as root), or Debian 13's in a container (daemon_checks.py).
     pretended, needs_openssl_35 = VARIANTS[name][1], "X25519MLKEM768" in rendered[name]["main"]
@@ -718,7 +871,7 @@ def test_websocket_upgrade_only_on_tunnel_routes(rendered, name):
     """MX14: Upgrade and Connection: upgrade pass through on tunnel routes, and only there."""
     variant = rendered[name]
     tunnels = 0
-    for vhost in variant["derived"]["routes"]["vhosts"]:
+    for vhost in _served(variant):
         block = _vhost_block(variant, vhost)
         locations = _locations(block)
         for route in vhost["routes"]:
@@ -751,7 +904,7 @@ def test_tunnel_routes_get_the_tunnel_timeout_and_the_others_keep_theirs(rendere
     tunnel, other = _role_default("nginx_tunnel_timeout"), _role_default("nginx_proxy_timeout")
     assert tunnel >= 3600
     variant = rendered[name]
-    for vhost in variant["derived"]["routes"]["vhosts"]:
+    for vhost in _served(variant):
         locations = _locations(_vhost_block(variant, vhost))
         for route in vhost["routes"]:
             if route["action"] != "forward":
@@ -759,3 +912,90 @@ def test_tunnel_routes_get_the_tunnel_timeout_and_the_others_keep_theirs(rendere
             body = locations[("=" if route["match"]["kind"] == "exact" else "^~", route["match"]["path"])]
             expected = tunnel if route["policy"]["timeout"] == "tunnel" else other
             assert f"proxy_read_timeout {expected}s;" in body and f"proxy_send_timeout {expected}s;" in body, route["id"]
+
+
+# --- matrix_proxy_mode=alongside: only the role's own files, nothing global ---
+
+
+def _http_level(text):
+    """The directives of a file included inside http { } that are outside every block, as their first words."""
+    words, depth = [], 0
+    for line in text.splitlines():
+        code = line.split("#", 1)[0].strip()
+        if depth == 0 and code and not code.startswith("'"):
+            words.append(code.split()[0])
+        depth += code.count("{") - code.count("}")
+    return words
+
+
+@pytest.mark.parametrize("name", ALONGSIDE)
+def test_alongside_writes_no_main_configuration_and_nothing_global(rendered, name):
+    variant = rendered[name]
+    files = sorted(str(path.relative_to(variant["dir"])) for path in variant["dir"].rglob("*") if path.is_file())
+    expected = ["conf.d/mxedge-matrix.conf", "mxedge-matrix/errors.inc"]
+    assert files == sorted(expected + (["mxedge-matrix/well-known.conf"] if variant["snippet"] else []))
+    # At http level: the role's named upstreams, maps and log format, and the operator's own extra.
+    allowed = {"upstream", "map", "log_format", "server", "}"} | ({"limit_req_zone"} if "nginx_http_extra" in VARIANTS[name][0] else set())
+    assert set(_http_level(variant["matrix"])) <= allowed, _http_level(variant["matrix"])
+    assert re.findall(r"^upstream (\S+)", variant["matrix"], re.M) == [f"mxedge_{p['name']}" for p in variant["derived"]["routes"]["upstreams"]]
+    assert set(re.findall(r"^map \S+ (\S+)", variant["matrix"], re.M)) <= {"$mxedge_matrix_host", "$mxedge_connection_upgrade"}
+    assert re.findall(r"^log_format (\S+)", variant["matrix"], re.M) == ["mxedge_matrix"]
+    assert "include /etc/nginx/mxedge-matrix/errors.inc;" in variant["matrix"]
+    assert not re.search(r"^\s*(worker_|events|http\s*\{|server_tokens|server_names_hash)", variant["matrix"], re.M)
+    assert variant["derived"]["disable_default_site"] is False
+
+
+def test_alongside_keeps_http2_off_the_operators_ports_before_nginx_1_25_1(rendered):
+    """nginx 1.22: "listen ... http2" is an option of the port, for every site there: not on the operator's 443."""
+    text = rendered["alongside_own_well_known"]["matrix"]
+    assert not re.search(r"^\s*listen (\[::\]:)?443 ssl http2;", text, re.M)
+    assert re.search(r"^\s*listen 443 ssl;", text, re.M)
+    assert re.search(r"^\s*listen 8448 ssl http2;", text, re.M) and re.search(r"^\s*listen \[::\]:8448 ssl http2;", text, re.M)
+    # nginx 1.26: "http2 on;" is the block's own.
+    assert "http2 on;" in rendered["alongside_snippet"]["matrix"]
+
+
+def test_alongside_own_well_known_is_a_server_block_of_the_role(rendered):
+    variant = rendered["alongside_own_well_known"]
+    assert not variant["snippet"]
+    well_known = _vhost_block(variant, _table_vhost(variant, "well_known"))
+    assert "server_name example.test;" in well_known
+    assert "alias /etc/nginx/mxedge-matrix/static/well-known-server;" in well_known
+
+
+def _snippet_locations(text):
+    """{(modifier, path): body} of the top-level locations of the snippet."""
+    return _locations("\n".join("    " + line for line in text.splitlines()))
+
+
+def test_alongside_snippet_holds_the_well_known_routes_and_nothing_else(rendered):
+    """matrix_well_known_site=operator: no server block of the role's for the server name's host; the table's routes
+    of that listener are exact or ^~ locations of a snippet included by the operator's block (MX03, MX04, MX11)."""
+    variant = rendered["alongside_snippet"]
+    vhost = _table_vhost(variant, "well_known")
+    assert vhost["snippet"] is True
+    assert not any(re.search(r"^\s*server_name .*\bexample\.test\b", b, re.M) and "matrix.example.test" not in b
+                   for b in _servers(variant["matrix"]))
+    snippet = variant["snippet"]
+    assert not re.search(r"^\s*(server|listen|server_name|add_header [^\n]*\$|set )\b", snippet, re.M)
+    locations = _snippet_locations(snippet)
+    heads = [key for key in locations if not key[1].startswith("@")]
+    assert heads == [("=" if r["match"]["kind"] == "exact" else "^~", r["match"]["path"]) for r in vhost["routes"]]
+    for route in vhost["routes"]:
+        body = locations[("=" if route["match"]["kind"] == "exact" else "^~", route["match"]["path"])]
+        assert f"# {' '.join(route['behaviours'])} {route['id']}\nlocation " in snippet
+        if route["action"] == "static":
+            assert _raw_check(body) == (route["match"]["raw_regex"], 404)
+            assert "error_page 404 @mxedge_matrix_snippet_404;" in body
+            assert f"alias /etc/nginx/mxedge-matrix/static/{route['id']};" in body
+            assert f"default_type {route['content_type']};" in body
+            assert ('add_header Access-Control-Allow-Origin "*" always;' in body) == route["cors"]
+        else:
+            assert f"error_page {route['status']} @mxedge_matrix_snippet_{route['status']};" in body
+            assert re.search(rf"^\s*return {route['status']};", body, re.M)
+    # The named error locations answer the table's JSON with CORS (MX11).
+    for status in ("403", "404"):
+        named = re.search(rf"^location @mxedge_matrix_snippet_{status} \{{\n(.*?)^\}}", snippet, re.M | re.S).group(1)
+        returned = re.search(r'return (\d+) "((?:[^"\\]|\\.)*)";', named)
+        assert (returned.group(1), _nginx_unquote(returned.group(2))) == (status, variant["derived"]["routes"]["errors"][status]["body"])
+        assert "default_type application/json;" in named and 'add_header Access-Control-Allow-Origin "*" always;' in named
