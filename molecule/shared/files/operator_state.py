@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The operator's state on a test host, for the alongside tests (docs/alongside.md).
 
     operator_state.py manifest PATH...   one line per directory, file and symlink under PATHs:
@@ -6,7 +5,8 @@
     operator_state.py sites URL...       JSON {url: {status, headers (all but Date), body (base64)}},
                                          fetched with the system's CA store, verification on
 
-Runs under the host's own python3 (standard library only).
+Runs under the host's own python3 (standard library only); prepare installs it with a
+#! line as /usr/local/bin/mxedge-test-operator-state.
 """
 
 import base64

@@ -21,6 +21,7 @@ if ! unshare --mount --propagation private true 2>/dev/null; then
     exit 2
 fi
 
+# shellcheck disable=SC2016 # the script's $1.. are the inner shell's, expanded there
 exec unshare --mount --propagation private sh -c '
     set -u
     scratch=$1
