@@ -30,6 +30,25 @@ SERVICE_VARIABLES = {
     "matrix_rtc_sfu_upstream": "http://127.0.0.1:7880",
 }
 
+# The molecule scenarios' hs1 alongside an operator's proxy (MX15): single port 443, the
+# operator's example.test website includes the role's well-known snippet, with two routes of
+# the operator's on it (a static document and a refused prefix). Each flavour adds what its
+# pretended operator configuration needs.
+OPERATOR_WELL_KNOWN_ROUTES = [
+    {"vhost": "well_known", "id": "support", "kind": "exact", "path": "/.well-known/matrix/support",
+     "action": "static", "body": '{"contacts":[]}'},
+    {"vhost": "well_known", "id": "no-policy", "kind": "prefix", "path": "/.well-known/matrix/policy",
+     "action": "refuse", "status": 403},
+]
+OPERATOR_SITE_VARIABLES = {
+    "matrix_server_name": "example.test",
+    "matrix_homeserver_fqdn": "matrix.example.test",
+    "matrix_federation_port": 443,
+    "matrix_proxy_mode": "alongside",
+    "matrix_well_known_site": "operator",
+    "matrix_extra_routes": OPERATOR_WELL_KNOWN_ROUTES,
+}
+
 
 def collections_path():
     """The sys.path entry under which mxedge.matrix is importable as a collection."""

@@ -20,7 +20,7 @@ import tempfile
 import daemon_checks
 import pytest
 import yaml
-from render import SERVICE_VARIABLES, render
+from render import OPERATOR_SITE_VARIABLES, SERVICE_VARIABLES, render
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "apache"
@@ -129,17 +129,7 @@ ALONGSIDE = {
     },
     # the molecule shape: single port 443, the operator's example.test website includes the snippet
     "alongside_snippet": {
-        "matrix_server_name": "example.test",
-        "matrix_homeserver_fqdn": "matrix.example.test",
-        "matrix_federation_port": 443,
-        "matrix_proxy_mode": "alongside",
-        "matrix_well_known_site": "operator",
-        "matrix_extra_routes": [
-            {"vhost": "well_known", "id": "support", "kind": "exact", "path": "/.well-known/matrix/support",
-             "action": "static", "body": '{"contacts":[]}'},
-            {"vhost": "well_known", "id": "no-policy", "kind": "prefix", "path": "/.well-known/matrix/policy",
-             "action": "refuse", "status": 403},
-        ],
+        **OPERATOR_SITE_VARIABLES,
         "mx_operator": {"listeners": OPERATOR_SITES, "listen_ports": [80, 443]},
         "mx_ipv6": False,
     },

@@ -19,7 +19,7 @@ import daemon_checks
 import pytest
 from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_routes import (
     BEHAVIOURS, MAS_COMPAT_ENDPOINTS, MAS_COMPAT_VERSIONS)
-from render import SERVICE_VARIABLES, render
+from render import OPERATOR_SITE_VARIABLES, SERVICE_VARIABLES, render
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "caddy"
@@ -605,16 +605,7 @@ ALONGSIDE = {
     # The molecule hs1 layout: single port 443, the operator's example.test site includes the snippet,
     # extra well-known routes of the operator's (a static document and a refusal).
     "alongside_snippet": {
-        "matrix_server_name": "example.test",
-        "matrix_homeserver_fqdn": "matrix.example.test",
-        "matrix_federation_port": 443,
-        "matrix_well_known_site": "operator",
-        "matrix_extra_routes": [
-            {"vhost": "well_known", "id": "support", "kind": "exact", "path": "/.well-known/matrix/support",
-             "action": "static", "body": '{"contacts":[]}'},
-            {"vhost": "well_known", "id": "no-policy", "kind": "prefix", "path": "/.well-known/matrix/policy",
-             "action": "refuse", "status": 403},
-        ],
+        **OPERATOR_SITE_VARIABLES,
         "mx_ipv6": True,
     },
     # The role's own well-known site; the client site on 8443, where the operator's Caddy listens on IPv4 only.
@@ -710,7 +701,7 @@ def alongside(tmp_path_factory):
     # alongside_own_bound: the operator's Caddy already loads the Matrix certificate (same chain, another file).
     (out / "operator-fullchain.pem").write_text("# the operator's copy\n" + CHAIN)
     (out / "matrix-fullchain.pem").write_text(CHAIN)
-    variants = {name: dict(BASE, **v, matrix_proxy_mode="alongside") for name, v in ALONGSIDE.items()}
+    variants = {name: {**BASE, "matrix_proxy_mode": "alongside", **v} for name, v in ALONGSIDE.items()}
     variants["alongside_own_bound"]["matrix_tls_certificate"] = str(out / "matrix-fullchain.pem")
     stand_in = out / "bin" / "caddy"
     stand_in.write_text(f"#!/bin/sh\nexec {caddy} adapt --adapter caddyfile --config {out / 'operator.Caddyfile'}\n")

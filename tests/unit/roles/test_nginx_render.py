@@ -16,7 +16,7 @@ import subprocess
 
 import daemon_checks
 import pytest
-from render import SERVICE_VARIABLES, render
+from render import OPERATOR_WELL_KNOWN_ROUTES, SERVICE_VARIABLES, render
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "nginx"
@@ -29,11 +29,7 @@ BASE = {
 }
 
 # The operator's routes on the delegation host (the table renders them like its own).
-OPERATOR_ROUTES = [
-    {"vhost": "well_known", "id": "support", "kind": "exact", "path": "/.well-known/matrix/support",
-     "action": "static", "body": '{"contacts":[]}'},
-    {"vhost": "well_known", "id": "no-policy", "kind": "prefix", "path": "/.well-known/matrix/policy",
-     "action": "refuse", "status": 403},
+OPERATOR_ROUTES = OPERATOR_WELL_KNOWN_ROUTES + [
     {"vhost": "client", "id": "no-metrics", "kind": "prefix", "path": "/_synapse/metrics",
      "action": "refuse", "status": 403},
 ]
