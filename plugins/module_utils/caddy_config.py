@@ -27,7 +27,13 @@ names (a site without host names, ``:443``, has none and answers every name).
   ``vars mxedge_matrix <file>``, and a site whose marker names a path of ``own_paths``
   (a file, or a directory and everything under it) is the role's.
 
-Pure Python, no Ansible: the role's filter and the unit tests call it.
+- ``canonical(config)``: the same configuration with the lists Caddy's adapter
+  builds from Go maps (``UNORDERED``: a server's ``logs.skip_hosts``, a
+  ``file_server``'s ``hide``) sorted, so that the configuration Caddy runs and
+  the one the Caddyfile adapts to compare equal when nothing differs but
+  that random order (the role reloads Caddy when they differ).
+
+Pure Python, no Ansible: the role's filters and the unit tests call it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -41,6 +47,10 @@ __metaclass__ = type  # pylint: disable=invalid-name
 MARKER = "mxedge_matrix"
 _DEFAULT_HTTP_PORT = 80
 _MAX_RANGE = 1024
+# Keys whose lists `caddy adapt` (Caddy 2.6) fills from Go maps, in random order on each run:
+# a server's logs.skip_hosts (its sites without a log) and a file_server's hide (the config
+# files it must not serve, one per imported file). Their order means nothing to Caddy.
+UNORDERED = frozenset(("skip_hosts", "hide"))
 _ADDRESS = re.compile(r"^(?:(?P<network>[a-z0-9]+)/)?(?P<host>\[[^\]]*\]|[^/\[\]]*?):(?P<low>\d+)(?:-(?P<high>\d+))?$")
 
 
@@ -161,3 +171,20 @@ def listeners(adapted, own_paths=(), source="the Caddyfile"):
             found.append({"port": http_port, "names": named, "default": False,
                           "where": "%s, server %s (automatic HTTPS redirects)" % (source, name), "bind": ""})
     return found
+
+
+def canonical(config):
+    """``config`` (text or parsed, as ``caddy adapt`` prints it or ``/config/`` returns it) with the
+    ``UNORDERED`` lists sorted; everything else as it is (routes, handlers and matchers keep their order)."""
+
+    def walk(value, key=None):
+        if isinstance(value, dict):
+            return {name: walk(item, name) for name, item in value.items()}
+        if isinstance(value, list):
+            items = [walk(item) for item in value]
+            if key in UNORDERED:
+                return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
+            return items
+        return value
+
+    return walk(_config(config))

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.mxedge.matrix.plugins.module_utils.caddy_config import CaddyConfigError, listeners
+from ansible_collections.mxedge.matrix.plugins.module_utils.caddy_config import CaddyConfigError, canonical, listeners
 
 OWN = ["/etc/caddy/mxedge-matrix"]
 SRC = "/etc/caddy/Caddyfile"
@@ -165,3 +165,53 @@ def test_what_caddy_adapt_prints(tmp_path):
                      (80, ("example.test", "unrelated.test", "www.unrelated.test"), "")}
     every = {tuple(item["names"]) for item in listeners(proc.stdout, [], SRC)}
     assert ("matrix.example.test",) in every
+
+
+def _server(skip_hosts, hide):
+    return {"listen": [":443"], "logs": {"skip_hosts": skip_hosts},
+            "routes": [_site(["a.test", "b.test"], {"handler": "file_server", "hide": hide, "index_names": ["x", "a"]})]}
+
+
+# (left, right, equal): what the role's "running vs Caddyfile" comparison sees.
+CANONICAL = {
+    "skip_hosts and hide in another order": (_config({"srv0": _server(["b.test", "a.test"], ["/e/C", "/e/m/w"])}),
+                                             _config({"srv0": _server(["a.test", "b.test"], ["/e/m/w", "/e/C"])}), True),
+    "a host more": (_config({"srv0": _server(["b.test", "a.test"], ["/e/C"])}),
+                    _config({"srv0": _server(["a.test"], ["/e/C"])}), False),
+    "a route's host matcher order is kept": (_config({"srv0": {"routes": [_site(["a.test", "b.test"])]}}),
+                                             _config({"srv0": {"routes": [_site(["b.test", "a.test"])]}}), False),
+    "route order is kept": (_config({"srv0": {"routes": [_site(["a.test"]), _site(["b.test"])]}}),
+                            _config({"srv0": {"routes": [_site(["b.test"]), _site(["a.test"])]}}), False),
+    "other lists keep their order": (
+        _config({"srv0": {"routes": [_site(["a.test"], {"handler": "file_server", "index_names": ["x", "a"]})]}}),
+        _config({"srv0": {"routes": [_site(["a.test"], {"handler": "file_server", "index_names": ["a", "x"]})]}}), False),
+    "text and parsed": (json.dumps(_config({"srv0": _server(["b.test", "a.test"], [])})),
+                        _config({"srv0": _server(["a.test", "b.test"], [])}), True),
+    "empty running configuration": ("", {}, True),
+}
+
+
+@pytest.mark.parametrize("left,right,equal", CANONICAL.values(), ids=list(CANONICAL))
+def test_canonical(left, right, equal):
+    assert (canonical(left) == canonical(right)) is equal
+
+
+@pytest.mark.skipif(not shutil.which("caddy"), reason="needs the caddy binary")
+def test_canonical_makes_caddy_adapt_repeatable(tmp_path):
+    """Caddy 2.6 prints skip_hosts and hide in random order: adapted 20 times, one canonical form.
+
+    The Caddyfile is the alongside shape: operator sites with and without a log, a file_server,
+    and the role's imported files (each imported file is added to the file_server's hide list).
+    """
+    (tmp_path / "mxedge-matrix").mkdir()
+    (tmp_path / "mxedge-matrix" / "sites.caddy").write_text(ROLE_CADDYFILE)
+    (tmp_path / "mxedge-matrix" / "well-known.caddy").write_text("respond /.well-known/matrix/server 200\n")
+    sites = "".join("site%d.test {\n\timport %s\n\ttls /c.pem /k.pem\n\troot * /srv\n\tfile_server\n}\n"
+                    % (n, tmp_path / "mxedge-matrix" / "well-known.caddy") for n in range(6))
+    (tmp_path / "Caddyfile").write_text(
+        "logged.test {\n\ttls /c.pem /k.pem\n\tlog\n\trespond ok\n}\n" + sites
+        + "import mxedge-matrix/sites.caddy\n")
+    printed = {subprocess.run(["caddy", "adapt", "--adapter", "caddyfile", "--config", str(tmp_path / "Caddyfile")],
+                              capture_output=True, text=True, check=True).stdout for _ in range(20)}
+    assert len(printed) > 1, "caddy adapt printed one order 20 times: this Caddyfile no longer shows the random order"
+    assert len({json.dumps(canonical(text), sort_keys=True) for text in printed}) == 1
