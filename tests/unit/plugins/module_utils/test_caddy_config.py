@@ -212,6 +212,6 @@ def test_canonical_makes_caddy_adapt_repeatable(tmp_path):
         "logged.test {\n\ttls /c.pem /k.pem\n\tlog\n\trespond ok\n}\n" + sites
         + "import mxedge-matrix/sites.caddy\n")
     printed = {subprocess.run(["caddy", "adapt", "--adapter", "caddyfile", "--config", str(tmp_path / "Caddyfile")],
-                              capture_output=True, text=True, check=True).stdout for _ in range(20)}
+                              capture_output=True, text=True, check=True).stdout for _attempt in range(20)}
     assert len(printed) > 1, "caddy adapt printed one order 20 times: this Caddyfile no longer shows the random order"
     assert len({json.dumps(canonical(text), sort_keys=True) for text in printed}) == 1

@@ -1,4 +1,4 @@
-"""plugins/modules/homeserver_files.py (the homeserver role's directories and files in one call).
+"""plugins/modules/role_files.py (the homeserver role's directories and files in one call).
 
 Runs the module on a temporary tree, as the user running the tests (owner and group
 are that user's), for real and in check mode, and runs each case twice: the second
@@ -12,7 +12,7 @@ import stat
 
 import pytest
 
-from ansible_collections.mxedge.matrix.plugins.modules import homeserver_files
+from ansible_collections.mxedge.matrix.plugins.modules import role_files
 
 OWNER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name
@@ -24,7 +24,7 @@ def run(run_module):
     """run(check_mode=False, diff=False, **module_args): the module's result (conftest's Done)."""
 
     def run_with(check_mode=False, diff=False, **args):
-        return run_module(homeserver_files, dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff))
+        return run_module(role_files, dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff))
 
     return run_with
 

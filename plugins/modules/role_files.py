@@ -2,14 +2,15 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) mxedge.matrix contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Module mxedge.matrix.homeserver_files: the homeserver role's directories and files in one call."""
+"""Module mxedge.matrix.role_files: a role's directories and files in one call."""
 
 DOCUMENTATION = r"""
-module: homeserver_files
+module: role_files
 version_added: 0.1.0
-short_description: The directories, key files and rendered files of mxedge.matrix.homeserver in one call
+short_description: The directories, key files and rendered files of a role of mxedge.matrix in one call
 description:
-  - Internal to the role mxedge.matrix.homeserver; not part of the collection's interface (its options may change).
+  - Internal to the roles of mxedge.matrix (the homeserver's files, the documents a proxy answers itself); not part
+    of the collection's interface (its options may change).
   - Does in one module call what a loop of M(ansible.builtin.file), M(ansible.builtin.copy) and
     M(ansible.builtin.template) tasks does in one call per item, with the same result on the host.
   - I(directories) are created (missing parents too, with the same owner, group and mode, as
@@ -132,12 +133,12 @@ options:
 
 EXAMPLES = r"""
 - name: Create the homeserver directories
-  mxedge.matrix.homeserver_files:
+  mxedge.matrix.role_files:
     directories:
       - {path: /etc/synapse, owner: root, group: synapse, mode: "0750"}
 
 - name: Write the keys, secrets and rendered files
-  mxedge.matrix.homeserver_files:
+  mxedge.matrix.role_files:
     secrets:
       - path: /etc/synapse/signing.key
         create_command: [/opt/synapse/venv/bin/generate_signing_key, -o, /etc/synapse/signing.key]
