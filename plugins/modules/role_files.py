@@ -26,6 +26,8 @@ description:
     when it is missing. With none of these, the file must exist (created by an earlier task) and
     only gets its owner, group and mode. In check mode nothing is generated or run, and a file that
     must already exist but does not is skipped.
+  - I(absent) paths are removed first when they exist (a file, a link, or a directory with everything in it),
+    as M(ansible.builtin.file) with C(state=absent) does.
   - Check mode reports what a real run would change and changes nothing; diff mode shows the
     content of I(files) and the owner, group and mode changes, never the content of I(secrets).
 author:
@@ -42,6 +44,11 @@ attributes:
   platform:
     platforms: posix
 options:
+  absent:
+    description: Paths that must not exist, removed before anything else is done.
+    type: list
+    elements: path
+    default: []
   directories:
     description: Directories, in order (a parent before its children).
     type: list
@@ -148,6 +155,12 @@ EXAMPLES = r"""
       - {path: /etc/synapse/form_secret, generate: true, owner: root, group: synapse, mode: "0640"}
     files:
       - {path: /etc/synapse/log_config.yaml, content: "version: 1\n", owner: root, group: synapse, mode: "0640"}
+
+- name: Install a proxy's files, without those of an earlier layout
+  mxedge.matrix.role_files:
+    absent: [/etc/nginx/mxedge]
+    files:
+      - {path: /etc/nginx/conf.d/mxedge-matrix.conf, content: "# server blocks\n", owner: root, group: root, mode: "0644"}
 """
 
 RETURN = r"""
@@ -160,6 +173,7 @@ changed_paths:
 
 import os
 import secrets as _secrets
+import shutil
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
@@ -173,6 +187,7 @@ _ATTRS = dict(
     mode=dict(type="raw", required=True),
 )
 ARGUMENT_SPEC = dict(
+    absent=dict(type="list", elements="path", default=[]),
     directories=dict(type="list", elements="dict", default=[], options=dict(path=dict(type="path", required=True), **_ATTRS)),
     files=dict(
         type="list", elements="dict", default=[],
@@ -221,6 +236,21 @@ class Files:
             self.changed_paths.append(path)
         if diff is not None:
             self.diffs.append(diff)
+
+    def absent(self, path):
+        if not os.path.lexists(path):
+            return
+        kind = "directory" if os.path.isdir(path) and not os.path.islink(path) else "file"
+        self._changed(path, dict(before=dict(path=path, state=kind), after=dict(path=path, state="absent")))
+        if self.module.check_mode:
+            return
+        try:
+            if kind == "directory":
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        except OSError as exc:
+            self.module.fail_json(msg="cannot remove %s: %s" % (path, to_native(exc)), path=path)
 
     def directory(self, item):
         path = item["path"]
@@ -335,6 +365,8 @@ class Files:
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     files = Files(module)
+    for path in module.params["absent"]:
+        files.absent(path)
     for item in module.params["directories"]:
         files.directory(item)
     for item in module.params["secrets"]:

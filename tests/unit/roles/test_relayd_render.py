@@ -865,8 +865,9 @@ def test_documents_are_published_from_the_route_table_unchanged():
     assert documents["error_dir"] == "{{ _relayd_httpd_chroot }}/{{ _relayd_httpd_errdocs }}"
     assert documents["error_suffix"] == ".html"
     publish = yaml.safe_load((ROLE.parent / "proxy_common" / "tasks" / "publish.yml").read_text())
-    copy = next(t for t in publish if "ansible.builtin.copy" in t)["ansible.builtin.copy"]
-    assert (copy["content"], copy["dest"]) == ("{{ __proxy_common_file.value }}", "{{ __proxy_common_file.key }}")
+    files = next(t for t in publish if "mxedge.matrix.role_files" in t)["mxedge.matrix.role_files"]["files"]
+    # the path -> content mapping of the route table's bodies, each written as it is
+    assert "__proxy_common_files | dict2items(key_name='path', value_name='content')" in files
 
 
 # --------------------------------------------------------------------------

@@ -177,3 +177,24 @@ def test_check_mode_reports_a_shared_missing_parent_once(run, tmp_path):
     assert done.result["changed_paths"] == [str(data), str(media)]
     assert [d["after"]["path"] for d in done.result["diff"]] == [str(data), str(media)]
     assert not data.exists()
+
+
+def test_absent_paths_are_removed_first_and_reported(run, tmp_path):
+    old_dir = tmp_path / "mxedge"
+    (old_dir / "sub").mkdir(parents=True)
+    (old_dir / "sub" / "matrix.conf").write_text("old\n")
+    old_file = tmp_path / "default"
+    old_file.write_text("server {}\n")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere")
+    args = dict(absent=[str(old_dir), str(old_file), str(link), str(tmp_path / "never")],
+                files=[attrs("0644", path=str(tmp_path / "new.conf"), content="new\n")])
+    checked = run(check_mode=True, diff=True, **args)
+    assert checked.result["changed_paths"] == [str(old_dir), str(old_file), str(link), str(tmp_path / "new.conf")]
+    assert checked.result["diff"][0] == {"before": {"path": str(old_dir), "state": "directory"},
+                                         "after": {"path": str(old_dir), "state": "absent"}}
+    assert old_dir.is_dir() and old_file.exists() and link.is_symlink(), "check mode removed something"
+    done = run(**args)
+    assert done.result["changed_paths"] == checked.result["changed_paths"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.conf"]
+    assert run(**args).result == {"changed": False, "changed_paths": []}
