@@ -271,6 +271,28 @@ def longpoll_detail(results: dict) -> str:
     return table(["target", "N", "held", "early 200", "statuses", "errors", "peak open", "opening took", "passed"], rows)
 
 
+CPU_COLUMNS = ("Synapse", "proxy", "wrk")
+
+
+def cpu_detail(results: dict, key: str) -> str:
+    """Where the CPU went during the wrk runs: median percent of one core per process group of the
+    container, and the whole machine's busy time (other containers and jobs included)."""
+    cores = results.get("machine", {}).get("cores", "?")
+    rows = []
+    for flavour in results["settings"]["flavours"]:
+        cpu = results.get(key, {}).get(flavour, {}).get("cpu")
+        if not cpu:
+            continue
+        for side, label in (("direct", "direct" if key == "throughput" else "Synapse"), ("proxy", "through the proxy")):
+            got = cpu.get(side, {})
+            others = sorted(((v, g) for g, v in got.items() if g not in CPU_COLUMNS + ("machine",) and v >= 1), reverse=True)
+            rows.append([flavour, label] + [f"{got.get(g, 0):.0f}" for g in CPU_COLUMNS]
+                        + [", ".join(f"{g} {v:.0f}" for v, g in others) or "-", f"{got.get('machine', 0):.0f} of {cores}00"])
+    if not rows:
+        return ""
+    return table(["container", "run", "Synapse %", "proxy %", "wrk %", "others of the container %", "machine busy %"], rows)
+
+
 def converge_detail(results: dict) -> str:
     rows = []
     for flavour in results["settings"]["flavours"]:
@@ -340,11 +362,15 @@ def render(results: dict) -> str:
         summary(results),
     ]
     if "throughput" in results:
-        parts += ["\n## Throughput: `GET /_matrix/client/versions`\n", throughput_detail(results, "throughput")]
+        parts += ["\n## Throughput: `GET /_matrix/client/versions`\n", throughput_detail(results, "throughput"),
+                  "\nWhere the CPU goes (median percent of one core during the runs, from /proc of the container;"
+                  " machine: every core of the host, other containers included):\n\n", cpu_detail(results, "throughput")]
     if "well_known" in results:
         parts += [
             "\n## Well-known: `/.well-known/matrix/client` from the proxy vs from Synapse\n",
             throughput_detail(results, "well_known"),
+            "\n",
+            cpu_detail(results, "well_known"),
             "\n",
             documents(results),
         ]

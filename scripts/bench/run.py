@@ -243,16 +243,56 @@ def tools(args: argparse.Namespace) -> None:
     playbook(["-e", f"mxedge_bench_hosts={hosts}", "--tags", "tools", str(ROOT / "playbooks" / "bench.yml")], "tools")
 
 
+# CPU profile of a wrk run: every process of the container (its PID namespace) and the
+# machine's busy time (/proc/stat is not namespaced), read before and after.
+# The shell's own line (@@SELF) carries the CPU time of its children that have exited: wrk.
+_SNAPSHOT = ("cat /proc/[0-9]*/stat 2>/dev/null; echo @@SELF; cat /proc/$$/stat; echo @@MACHINE; head -n 1 /proc/stat;"
+             " echo @@END")
+CPU_GROUPS = {"python": "Synapse", "python3": "Synapse", "nginx": "proxy", "apache2": "proxy", "caddy": "proxy",
+              "haproxy": "proxy", "wrk": "wrk"}
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _snapshot(text: str) -> tuple[dict, int]:
+    """(CPU ticks by group, machine busy ticks) of one _SNAPSHOT output. Groups: Synapse, proxy, wrk
+    (the shell's exited children), and every other process by its name."""
+    procs, rest = text.split("@@SELF", 1)
+    own, machine = rest.split("@@MACHINE", 1)
+    groups: dict = {}
+    for line in procs.splitlines():
+        if ")" not in line:
+            continue
+        comm = line[line.index("(") + 1:line.rindex(")")]
+        fields = line[line.rindex(")") + 2:].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        group = CPU_GROUPS.get(comm, comm)
+        groups[group] = groups.get(group, 0) + ticks
+    own = own.strip()
+    fields = own[own.rindex(")") + 2:].split()
+    groups["wrk"] = groups.get("wrk", 0) + int(fields[13]) + int(fields[14])  # cutime, cstime
+    cpu = [int(x) for x in machine.split("@@END")[0].split()[1:]]
+    busy = sum(cpu) - cpu[3] - (cpu[4] if len(cpu) > 4 else 0)  # all but idle and iowait
+    return groups, busy
+
+
 def wrk(flavour: str, url: str, args: argparse.Namespace, duration: int) -> dict:
     out = dexec(
         flavour,
-        f"wrk -t{args.threads} -c{args.connections} -d{duration}s --timeout 10s -s {HELPERS}/wrk_json.lua '{url}'",
+        f"{_SNAPSHOT}; echo @@WRK; wrk -t{args.threads} -c{args.connections} -d{duration}s --timeout 10s"
+        f" -s {HELPERS}/wrk_json.lua '{url}'; echo @@AFTER; {_SNAPSHOT}",
         timeout=duration + 60,
     )
-    line = out[out.rindex('{"requests"'):].splitlines()[0]
+    before, rest = out.split("@@WRK", 1)
+    wrk_out, after = rest.split("@@AFTER", 1)
+    line = wrk_out[wrk_out.rindex('{"requests"'):].splitlines()[0]
     data = json.loads(line)
-    data["rps"] = round(data["requests"] / (data["duration_us"] / 1e6), 1)
+    seconds = data["duration_us"] / 1e6
+    data["rps"] = round(data["requests"] / seconds, 1)
     data["errors_total"] = sum(data["errors"].values())
+    (g0, m0), (g1, m1) = _snapshot(before), _snapshot(after)
+    # Percent of one core over the run (200 = both cores of a 2-core machine).
+    data["cpu"] = {g: round(100 * (g1.get(g, 0) - g0.get(g, 0)) / TICKS / seconds, 1) for g in set(g0) | set(g1)}
+    data["cpu"]["machine"] = round(100 * (m1 - m0) / TICKS / seconds, 1)
     return data
 
 
@@ -286,6 +326,10 @@ def summarise(runs: dict) -> dict:
         "ratio_min": min(ratios) if ratios else None,
         "ratio_max": max(ratios) if ratios else None,
         "errors": sum(r["errors_total"] for side in ("direct", "proxy") for r in runs[side]),
+        # Median CPU (percent of one core) per process group during the runs: where the cost goes.
+        "cpu": {side: {g: statistics.median(r.get("cpu", {}).get(g, 0) for r in runs[side])
+                       for g in sorted({g for r in runs[side] for g in r.get("cpu", {})})}
+                for side in ("direct", "proxy")},
         "runs": runs,
     }
 
