@@ -1,4 +1,4 @@
-"""plugins/modules/role_files.py (the homeserver role's directories and files in one call).
+"""plugins/modules/role_files.py (a role's directories and files in one call).
 
 Runs the module on a temporary tree, as the user running the tests (owner and group
 are that user's), for real and in check mode, and runs each case twice: the second
