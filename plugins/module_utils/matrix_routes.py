@@ -54,6 +54,7 @@ BEHAVIOURS = {
     "MX12": "plain HTTP: ACME challenge forwarded, the rest redirected",
     "MX13": "delegated auth: login, logout and refresh and the auth service's host to MAS",
     "MX14": "MatrixRTC: the JWT service and the SFU on hosts of their own, WebSocket upgrade, tunnel timeouts",
+    "MX16": "Synapse workers: endpoint classes to worker pools, sticky keys, the main process when a pool is down",
 }
 
 # What a proxy answers itself (MX11): status -> (errcode, error). The bodies
@@ -71,6 +72,19 @@ ERRORS = {
 RETRY_AFTER = 5
 
 STICKY_KEYS = (None, "user", "room", "source")
+
+# What each stickiness key hashes (MX16), for every flavour alike:
+#   user    the Authorization header (the access token); without it, the access_token
+#           query parameter where the flavour can read one
+#   room    the first group of ``regex`` on the normalised path (the room ID, or the
+#           room alias or ID of a join or knock); a path without one: the whole path
+#   source  the client's address as the proxy sees it (the remote server, for
+#           inbound federation)
+STICKY_SOURCES = {
+    "user": {"header": "Authorization", "query": "access_token"},
+    "room": {"regex": "^/_matrix/client/[^/]+/(?:rooms|join|knock)/([^/]+)"},
+    "source": {},
+}
 TIMEOUT_CLASSES = ("default", "long_poll", "tunnel")
 ACTIONS = ("forward", "static", "refuse")
 MATCH_KINDS = ("prefix", "exact", "regex")
@@ -229,7 +243,7 @@ def _worker_routes(items, body_limit, separate):
             if any(r["id"] == route_id for r in routes[target]):
                 continue
             routes[target].append(_forward(
-                route_id, ["MX01" if listener == "client" else "MX02", "MX04", "MX08"], "regex", None, item["pool"],
+                route_id, ["MX16", "MX01" if listener == "client" else "MX02", "MX04", "MX08"], "regex", None, item["pool"],
                 body_limit, sticky=item["sticky"], methods=list(item["methods"]), patterns=list(item["patterns"])))
     return routes, pools
 
@@ -430,6 +444,8 @@ def route_table(spec):
         by_name[vhost]["routes"].append(route)
 
     table = {"vhosts": vhosts, "upstreams": upstreams, "errors": {str(s): error_document(s) for s in sorted(ERRORS)},
+             # What each stickiness key hashes (MX16); the same for every flavour.
+             "sticky": {key: dict(value) for key, value in STICKY_SOURCES.items()},
              "ports": sorted({v["port"] for v in vhosts if v["tls"] and not v["snippet"]}),
              # The homeserver flavour's URL layout, for what is not a proxy route
              # (the homeserver role's health wait, the matrix scenario's checks).
