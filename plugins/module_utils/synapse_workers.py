@@ -436,15 +436,18 @@ def shared_config(workers, main_replication_host, main_replication_port, address
     return config
 
 
-def worker_config(worker, bind_address):
+def worker_config(worker, bind_addresses, log_config=None, request_id_header=None):
     """The worker's own configuration file (plain data) for Synapse.
 
-    One HTTP listener on ``bind_address`` and the worker's port: ``media`` for
-    the media repository, ``client`` and ``federation`` for the other workers
-    the proxy routes to, plus ``replication`` for stream writers (the address
-    ``instance_map`` gives); no resource for the workers that serve no endpoint
-    (Synapse's ``/health`` is on every HTTP listener, for the proxy's and
-    systemd's checks).
+    One HTTP listener on ``bind_addresses`` (a list, or one address) and the
+    worker's port: ``media`` for the media repository, ``client`` and
+    ``federation`` for the other workers the proxy routes to, plus
+    ``replication`` for stream writers (the address ``instance_map`` gives); no
+    resource for the workers that serve no endpoint (Synapse's ``/health`` is
+    on every HTTP listener, for the proxy's and the role's checks).
+    ``log_config``: the worker's logging configuration file;
+    ``request_id_header``: the header the proxy sets (MX05), logged as the
+    request ID as on the main process.
     """
     kind = WORKER_TYPES[worker["type"]]
     if worker["type"] == "media_repository":
@@ -455,9 +458,45 @@ def worker_config(worker, bind_address):
         names = []
     if worker["type"] == "stream_writer":
         names.append("replication")
-    listener = {"type": "http", "port": worker["port"], "bind_addresses": [bind_address], "x_forwarded": True,
+    addresses = [bind_addresses] if isinstance(bind_addresses, str) else list(bind_addresses)
+    listener = {"type": "http", "port": worker["port"], "bind_addresses": addresses, "x_forwarded": True,
                 "resources": [{"names": names, "compress": False}] if names else []}
-    return {"worker_app": kind["app"], "worker_name": worker["name"], "worker_listeners": [listener]}
+    if request_id_header:
+        listener["request_id_header"] = request_id_header
+    config = {"worker_app": kind["app"], "worker_name": worker["name"], "worker_listeners": [listener]}
+    if log_config:
+        config["worker_log_config"] = log_config
+    return config
+
+
+def host_settings(workers, host, runs_main, main_address, replication_port, addresses, bind_addresses,
+                  config_dir, log_dir, redis=None, replication_secret_path=None, request_id_header=None):
+    """What the homeserver role writes on one host of a worker deployment (plain data).
+
+    ``shared``: the settings merged into every process's homeserver.yaml
+    (:func:`shared_config`); ``listeners``: the main process's extra listeners
+    (its replication listener, on the host that runs it); ``workers``: the
+    workers placed on ``host``, each ``{"name", "port", "config_file",
+    "log_config_file", "log_file", "config"}``. Empty for no workers.
+    """
+    if not workers:
+        return {"shared": {}, "listeners": [], "workers": []}
+    shared = shared_config(workers, main_address, replication_port, addresses, redis=redis,
+                           replication_secret_path=replication_secret_path)
+    placed = []
+    for worker in workers:
+        if worker["host"] != host:
+            continue
+        log_config_file = "%s/workers/%s.log_config.yaml" % (config_dir, worker["name"])
+        placed.append({
+            "name": worker["name"], "port": worker["port"], "type": worker["type"],
+            "config_file": "%s/workers/%s.yaml" % (config_dir, worker["name"]),
+            "log_config_file": log_config_file,
+            "log_file": "%s/%s.log" % (log_dir, worker["name"]),
+            "config": worker_config(worker, bind_addresses, log_config_file, request_id_header),
+        })
+    listeners = [main_replication_listener(bind_addresses, replication_port)] if runs_main else []
+    return {"shared": shared, "listeners": listeners, "workers": placed}
 
 
 def main_replication_listener(bind_addresses, port):
