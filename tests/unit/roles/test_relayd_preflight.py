@@ -45,6 +45,11 @@ CASES = {
                         ["relayd_session_timeout=60", "from 180"]),
     "tunnel_timeout": ({"relayd_tunnel_timeout": 0}, "7.6", "Assert relayd_tunnel_timeout is a number of seconds relayd accepts",
                        ["relayd_tunnel_timeout=0", "from 1 to"]),
+    # MX16: relayd cannot route Synapse workers (docs/relayd.md); the shared capability check names the routes.
+    "workers": ({"matrix_worker_hosts": {"hs1": "10.0.0.1"},
+                 "matrix_workers": [{"name": "sync1", "type": "sync", "host": "hs1", "port": 18101}]},
+                "7.6", "Assert the route table asks only for what the role renders",
+                ["routes matched by regular expressions", "workers-sync", "mxedge.matrix.relayd cannot render"]),
     # MAS and both MatrixRTC services (MX13, MX14): relayd renders all of them, preflight passes.
     "services": ({"matrix_mas_url": "https://auth.example.test/", "matrix_mas_upstream": "http://127.0.0.1:8080",
                   "matrix_rtc_jwt_url": "https://rtc-jwt.example.test/", "matrix_rtc_jwt_upstream": "http://127.0.0.1:8081",

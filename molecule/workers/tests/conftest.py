@@ -1,0 +1,205 @@
+"""Helpers for the workers scenario (docs/workers.md, contract MX16).
+
+Requests run with curl on the main process's host (workers-hs), addressed to
+one proxy with ``--resolve``; which Synapse process served a request is read
+from the processes' own logs (each request carries a unique marker in its query
+string, which Synapse's access log prints): ``homeserver.log`` is the main
+process's, ``<worker>.log`` each worker's, on both homeserver hosts.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import pathlib
+import shlex
+import time
+import uuid
+
+import pytest
+import testinfra
+import testinfra.utils.ansible_runner
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+EPHEMERAL = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
+
+FLAVOURS = ("nginx", "apache", "caddy", "haproxy")
+CLIENT_HOST = "matrix.example.test"
+PUBLIC_NAMES = ("example.test", CLIENT_HOST)
+PASSWORD = "mxedge-workers-password"
+LOG_DIR = "/var/log/synapse"
+
+
+class Host:
+    """One container of the scenario, with its inventory variables."""
+
+    def __init__(self, name):
+        self.name = name
+        self.host = testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+        self.vars = RUNNER.get_variables(name)
+
+    @property
+    def ip(self):
+        return self.host.check_output("hostname -I").split()[0]
+
+    def run(self, command):
+        return self.host.run(command)
+
+
+class Client(Host):
+    """workers-hs: the main process's host, also the curl client of the proxies."""
+
+    def curl_many(self, requests, proxy_ip=None, timeout=30):
+        """[(url, [curl args])] (through the proxy at proxy_ip) -> [(status, headers, body bytes)], one remote command."""
+        resolve = []
+        if proxy_ip:
+            for name in PUBLIC_NAMES:
+                for port in (443, 8448):
+                    resolve += ["--resolve", f"{name}:{port}:{proxy_ip}"]
+        parts = []
+        for url, args in requests:
+            tag = uuid.uuid4().hex
+            body, head = f"/tmp/mx-{tag}.body", f"/tmp/mx-{tag}.head"
+            extra = " ".join(shlex.quote(a) for a in list(args) + resolve)
+            parts.append(
+                f"curl -sS --path-as-is --max-time {timeout} -o {body} -D {head} -w '%{{http_code}}' {extra} "
+                f"{shlex.quote(url)}; echo; base64 -w0 {body} 2>/dev/null; echo; base64 -w0 {head} 2>/dev/null; echo; "
+                f"rm -f {body} {head}"
+            )
+        lines = self.host.run("; ".join(parts)).stdout.split("\n")
+        results = []
+        for index in range(len(requests)):
+            status_line, body_b64, head_b64 = lines[3 * index:3 * index + 3]
+            headers = {}
+            for line in base64.b64decode(head_b64).decode("latin-1").split("\n"):
+                if ":" in line:
+                    key, value = line.split(":", 1)
+                    headers[key.strip().lower()] = value.strip()
+            results.append((int(status_line or 0), headers, base64.b64decode(body_b64)))
+        return results
+
+    def curl(self, url, *args, proxy_ip=None, timeout=30):
+        return self.curl_many([(url, args)], proxy_ip=proxy_ip, timeout=timeout)[0]
+
+    def register(self, user):
+        """Register user@example.test with the shared secret, on the main process's own listener."""
+        local = "http://hs.internal:8008/_synapse/admin/v1/register"
+        status, _headers, body = self.curl(local)
+        assert status == 200, body
+        nonce = json.loads(body)["nonce"]
+        secret = self.vars["homeserver_registration_shared_secret"].encode()
+        mac = hmac.new(secret, digestmod=hashlib.sha1)
+        mac.update(b"\x00".join([nonce.encode(), user.encode(), PASSWORD.encode(), b"notadmin"]))
+        payload = json.dumps({"nonce": nonce, "username": user, "password": PASSWORD, "admin": False, "mac": mac.hexdigest()})
+        status, _headers, body = self.curl(local, "-X", "POST", "-H", "Content-Type: application/json", "--data", payload)
+        assert status == 200 or b"User ID already taken" in body, body
+
+    def login(self, user, proxy_ip):
+        """An access token for user@example.test, logged in through the proxy at proxy_ip."""
+        payload = json.dumps({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user},
+                              "password": PASSWORD})
+        status, _headers, body = self.curl(f"https://{CLIENT_HOST}/_matrix/client/v3/login", "-X", "POST",
+                                           "-H", "Content-Type: application/json", "--data", payload, proxy_ip=proxy_ip)
+        assert status == 200, body
+        return json.loads(body)["access_token"]
+
+
+class Deployment:
+    """The worker deployment's processes and their logs, on both homeserver hosts."""
+
+    def __init__(self, hs, hsw):
+        self.hosts = (hs, hsw)
+        self.workers = hs.vars["matrix_workers"]
+        self.by_host = {hs.name: hs, hsw.name: hsw}
+
+    def served_by(self, marker):
+        """The processes (worker names, 'main') whose access log has a request carrying marker."""
+        names = set()
+        for host in self.hosts:
+            out = host.run(f"grep -lF {shlex.quote(marker)} {LOG_DIR}/*.log").stdout
+            for path in out.split():
+                stem = pathlib.PurePosixPath(path).stem
+                names.add("main" if stem == "homeserver" else stem)
+        return names
+
+    def pool(self, kind):
+        return {w["name"] for w in self.workers if w["type"] == kind}
+
+    def set_state(self, kind, state):
+        """Start or stop every worker of a type, on its host."""
+        for worker in self.workers:
+            if worker["type"] == kind:
+                host = self.by_host[worker["host"]]
+                host.run(f"systemctl {state} synapse-worker@{worker['name']}")
+
+
+def marker():
+    return "mx" + uuid.uuid4().hex[:16]
+
+
+def with_marker(path, mark):
+    return f"{path}{'&' if '?' in path else '?'}mxprobe={mark}"
+
+
+def wait_until(predicate, timeout=60, step=1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+@pytest.fixture(scope="session")
+def hs():
+    return Client("workers-hs")
+
+
+@pytest.fixture(scope="session")
+def hsw():
+    return Host("workers-hsw")
+
+
+@pytest.fixture(scope="session")
+def other():
+    return Host("workers-other")
+
+
+@pytest.fixture(scope="session")
+def deployment(hs, hsw):
+    return Deployment(hs, hsw)
+
+
+@pytest.fixture(scope="session")
+def proxies():
+    """Flavour -> proxy host."""
+    hosts = {}
+    for name in RUNNER.get_hosts("workers_proxies"):
+        host = Host(name)
+        hosts[host.vars["matrix_proxy_flavour"]] = host
+    assert sorted(hosts) == sorted(FLAVOURS)
+    return hosts
+
+
+@pytest.fixture(scope="session")
+def test_ca():
+    return str(EPHEMERAL / "pki" / "ca.crt")
+
+
+@pytest.fixture(scope="session")
+def prober(hs, proxies):
+    """Registered user 'prober' with one access token per flavour (logged in through that flavour's proxy)."""
+    hs.register("prober")
+    return {flavour: hs.login("prober", proxy.ip) for flavour, proxy in proxies.items()}
+
+
+@pytest.fixture(scope="session")
+def probe_room(hs, proxies, prober):
+    """A room of prober's, created through the nginx proxy."""
+    status, _headers, body = hs.curl(f"https://{CLIENT_HOST}/_matrix/client/v3/createRoom", "-X", "POST",
+                                     "-H", f"Authorization: Bearer {prober['nginx']}", "-H", "Content-Type: application/json",
+                                     "--data", "{}", proxy_ip=proxies["nginx"].ip)
+    assert status == 200, body
+    return json.loads(body)["room_id"]
