@@ -10,6 +10,7 @@ of /etc/apache2 the way the role builds its candidate (a2enmod, a2enconf, a2ensi
 APACHE_CONFDIR) and checked with `apache2ctl configtest` and the role's trial start.
 """
 
+import json
 import os
 import pathlib
 import re
@@ -109,6 +110,49 @@ VARIANTS = {
 }
 ACME = [name for name, v in VARIANTS.items() if v.get("matrix_tls_source") == "acme"]
 
+# MX16 Synapse workers on two homeserver hosts: endpoint classes to worker pools, with the main process as fallback.
+WORKER_HOSTS = {"hs1": "10.0.0.1", "hs2": "10.0.0.2"}
+WORKERS = {
+    # two sync workers (sticky by user), two federation readers, one inbound federation worker and one client
+    # reader; federation on 8448, the admin API allow-listed, IPv6
+    "workers_readers": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_admin_allowed_networks": ["10.0.0.0/8"],
+        "matrix_workers": "{{ 'readers' | mxedge.matrix.synapse_worker_layout(['hs1', 'hs2']) }}",
+        "matrix_worker_hosts": WORKER_HOSTS,
+        "mx_ipv6": True,
+    },
+    # one worker of every type with stream writers, single port (federation classes on the client vhost),
+    # MAS before the worker routes, the homeserver on a UNIX socket
+    "workers_one_of_each": dict(
+        SERVICE_VARIABLES,
+        matrix_federation_port=443,
+        matrix_homeserver_socket="/run/synapse/main.sock",
+        matrix_rtc_jwt_upstream="http://127.0.0.1:8081",
+        matrix_workers="{{ 'one_of_each' | mxedge.matrix.synapse_worker_layout(['hs1', 'hs2']) }}",
+        matrix_worker_hosts=WORKER_HOSTS,
+        mx_ipv6=False,
+    ),
+    # readers without stream writers: account data, presence and push rules to the client reader, GET only
+    "workers_readers_methods": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_workers": [
+            {"name": "sync1", "type": "sync", "host": "hs1", "port": 18101},
+            {"name": "sync2", "type": "sync", "host": "hs2", "port": 18101},
+            {"name": "reader1", "type": "client_reader", "host": "hs1", "port": 18102},
+            {"name": "reader2", "type": "client_reader", "host": "hs2", "port": 18102},
+            {"name": "creator1", "type": "event_creator", "host": "hs1", "port": 18103},
+            {"name": "creator2", "type": "event_creator", "host": "hs2", "port": 18103},
+            {"name": "inbound1", "type": "federation_inbound", "host": "hs1", "port": 18104},
+            {"name": "inbound2", "type": "federation_inbound", "host": "hs2", "port": 18104},
+        ],
+        "matrix_worker_hosts": WORKER_HOSTS,
+        "mx_ipv6": False,
+    },
+}
+
 # matrix_proxy_mode=alongside (MX15): the operator's Apache as preflight would read it (mx_operator: what
 # apache2ctl -S and the Listen lines say; the render pretends apache2ctl is absent so nothing is read here).
 OPERATOR_SITES = [
@@ -126,6 +170,16 @@ ALONGSIDE = {
         "matrix_proxy_mode": "alongside",
         "mx_operator": {"listeners": OPERATOR_SITES, "listen_ports": [80, 443]},
         "mx_ipv6": True,
+    },
+    # Synapse workers alongside the operator's Apache (MX16, MX15): the worker modules are enabled like the others
+    "alongside_workers": {
+        "matrix_server_name": "other.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_proxy_mode": "alongside",
+        "matrix_workers": "{{ 'readers' | mxedge.matrix.synapse_worker_layout(['hs1', 'hs2']) }}",
+        "matrix_worker_hosts": WORKER_HOSTS,
+        "mx_operator": {"listeners": OPERATOR_SITES, "listen_ports": [80, 443]},
+        "mx_ipv6": False,
     },
     # the molecule shape: single port 443, the operator's example.test website includes the snippet
     "alongside_snippet": {
@@ -165,7 +219,8 @@ PLAYBOOK = """
         content: "{{{{ {{'files': __files, 'placement': _matrix_well_known_placement, 'ports': _matrix_tls_ports,
           'upstreams': _apache_upstream_urls, 'body_limit': _matrix_max_body_bytes | int, 'routes': _matrix_routes,
           'documents': __proxy_common_files | list + _apache_documents.keep,
-          'cert': _matrix_tls_certificate_path, 'key': _matrix_tls_key_path, 'modules': _apache_wanted_modules}} | to_json }}}}"
+          'cert': _matrix_tls_certificate_path, 'key': _matrix_tls_key_path, 'modules': _apache_wanted_modules,
+          'balancers': _apache_balancers}} | to_json }}}}"
       vars:
         proxy_common_documents: "{{{{ _apache_documents }}}}"
         __files: "{{{{ dict(_apache_config_files | map(attribute='dest') | zip(query('ansible.builtin.template',
@@ -176,7 +231,7 @@ PLAYBOOK = """
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     out = tmp_path_factory.mktemp("apache-render")
-    variants = dict(VARIANTS, **ALONGSIDE)
+    variants = dict(VARIANTS, **ALONGSIDE, **WORKERS)
     data_by_name = render(out, PLAYBOOK.format(role=ROLE, out=out), {name: dict(BASE, **v) for name, v in variants.items()})
     result = {}
     for name in variants:
@@ -217,6 +272,8 @@ def _section(route):
     """The <Location> (or <LocationMatch>) argument of a route: a prefix route that covers the error
     documents ("/") is a <LocationMatch> of its path without them."""
     path = route["match"]["path"]
+    if route["match"]["kind"] == "regex":
+        return route["match"]["pattern"]
     if route["match"]["kind"] == "prefix" and re.match(route["match"]["raw_regex"], ERROR_PREFIX):
         return "^" + re.escape(path) + "(?!" + re.escape(ERROR_PREFIX[len(path):]) + ")"
     return path
@@ -240,6 +297,11 @@ SERVICES = [name for name, v in VARIANTS.items() if v.get("matrix_mas_url")]
 # (origin form, or the path of an absolute URI) must match the route's raw_regex.
 RAW_CHECK = re.compile(
     r'<If "! %\{THE_REQUEST\} =~ m#(?P<target>[^#]+)# \|\| ! \'\$1\' =~ m#(?P<raw>[^#]+)#">\s*Redirect 404\s*</If>'
+)
+# The same for a route restricted to some methods (MX16): only requests of its methods are its.
+RAW_CHECK_METHODS = re.compile(
+    r'<If "%\{REQUEST_METHOD\} in \{[^}]+\} && \(! %\{THE_REQUEST\} =~ m#(?P<target>[^#]+)# \|\| '
+    r'! \'\$1\' =~ m#(?P<raw>[^#]+)#\)">\s*Redirect 404\s*</If>'
 )
 
 
@@ -509,7 +571,7 @@ def test_proxy_errors_are_the_tables_matrix_json(rendered, name):
         assert statuses <= {int(status) for status in errors}, vhost["name"]
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", list(VARIANTS) + list(WORKERS))
 def test_raw_uri_checked_on_every_route(rendered, name):
     """MX04: every forward and static route, exact ones included, has the raw-URI check of its raw_regex.
 
@@ -525,7 +587,7 @@ def test_raw_uri_checked_on_every_route(rendered, name):
             if route["action"] == "refuse":
                 assert "Require all denied" in block, route["id"]
                 continue
-            checks = RAW_CHECK.findall(block)
+            checks = (RAW_CHECK_METHODS if route["match"]["methods"] else RAW_CHECK).findall(block)
             assert [raw for _target, raw in checks] == [route["match"]["raw_regex"]], (vhost["name"], route["id"])
             exact_forwarded += route["match"]["kind"] == "exact" and route["action"] == "forward"
     assert exact_forwarded >= 1  # /health
@@ -664,7 +726,7 @@ def _cited(files):
             for found in re.findall(r"\bMX\d\d\b", comment)}
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", list(VARIANTS) + list(WORKERS))
 def test_rendered_configuration_cites_every_behaviour(rendered, name):
     """Every behaviour the contract lists for Apache, and that applies to this variant, is cited in a comment."""
     listed = _contract_behaviours()
@@ -677,7 +739,7 @@ def test_rendered_configuration_cites_every_behaviour(rendered, name):
 
 
 def test_every_behaviour_is_cited_by_some_variant(rendered):
-    cited = set().union(*(_cited(rendered[name]["files"]) for name in list(VARIANTS) + list(ALONGSIDE)))
+    cited = set().union(*(_cited(rendered[name]["files"]) for name in list(VARIANTS) + list(ALONGSIDE) + list(WORKERS)))
     assert _contract_behaviours() <= cited
 
 
@@ -713,7 +775,7 @@ def _candidate(rendered, name, tmp_path):
 
 
 @pytest.mark.skipif(not _apache_usable(), reason="needs Apache (apache2ctl, a2enmod), openssl and root")
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", list(VARIANTS) + list(WORKERS))
 def test_apache_accepts_the_rendered_configuration(rendered, name, tmp_path):
     scratch, env = _candidate(rendered, name, tmp_path)
     apache = f"Apache {daemon_checks.host_version('apache2')} (this machine)"
@@ -1117,3 +1179,445 @@ def test_operators_website_serves_the_well_known_documents(rendered, tmp_path):
     assert answers[3].startswith("403 ") and "site=example.test" in answers[3]
     assert answers[4].startswith("404 ") and "site=unrelated.test" in answers[4]
     assert answers[5] == "200 text/html cors= site=unrelated.test body=<h1>unrelated.test</h1> "
+
+
+# --- MX16 Synapse workers -------------------------------------------------------------------------------------------
+
+WORKER_MODULES = ["lbmethod_byrequests", "proxy_balancer", "proxy_hcheck", "rewrite"]
+# The request line's target (origin form, or the path of an absolute URI) that a worker rule proxies (MX04).
+REWRITE_TARGET = 'RewriteCond %{THE_REQUEST} "^\\S+ (?:[A-Za-z][A-Za-z0-9+.-]*://[^/?\\s]*)?(/\\S*)"'
+
+
+def _rewrite_rules(body):
+    """[(pattern, substitution, flags)] of the RewriteRule lines of a virtual host, in order."""
+    return re.findall(r'^\s*RewriteRule "([^"]+)" "?([^"\s]+)"? \[([^\]]+)\]$', body, re.M)
+
+
+def _balancers(body):
+    """{balancer name: [BalancerMember lines' arguments]} of a virtual host."""
+    return {name: re.findall(r'^\s*BalancerMember (.+)$', inner, re.M)
+            for name, inner in re.findall(r'^\s*<Proxy "balancer://([^"]+)">\n(.*?)^\s*</Proxy>', body, re.M | re.S)}
+
+
+def _worker_vhosts(rendered, name):
+    """[(route-table vhost, rendered body)] of the listeners with worker routes."""
+    found = []
+    for vhost in rendered[name]["derived"]["routes"]["vhosts"]:
+        if any(r["match"]["kind"] == "regex" for r in vhost["routes"]):
+            found.append(_table_vhost(rendered, name, vhost["name"]))
+    assert found
+    return found
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_worker_routes_are_rewrite_rules_in_table_order(rendered, name):
+    """MX16: one rule per balancer of a worker route, in the table's order, after a rule that leaves the earlier
+    routes to ProxyPass (mod_rewrite runs before it); no ProxyPass for a worker route; the raw URI is proxied."""
+    assert set(WORKER_MODULES) <= set(rendered[name]["derived"]["modules"])
+    balancers = rendered[name]["derived"]["balancers"]
+    for vhost, body in _worker_vhosts(rendered, name):
+        expected, pending = [], []
+        for route in vhost["routes"]:
+            if route["match"]["kind"] != "regex":
+                pending.append(route)
+                continue
+            if pending:
+                expected.append(("claim", [r["id"] for r in pending]))
+                pending = []
+            for balancer in balancers[route["upstream"]]:
+                expected.append((route["match"]["pattern"], f"balancer://{balancer['name']}%1", "P,NE,UnsafeAllow3F"))
+        rules = _rewrite_rules(body)
+        assert len(rules) == len(expected), vhost["name"]
+        for rule, want in zip(rules, expected):
+            if want[0] == "claim":
+                assert rule[1:] == ("-", "L"), rule
+                claimed = [r for r in vhost["routes"] if r["id"] in want[1]]
+                for route in claimed:
+                    path = route["match"]["path"]
+                    assert re.match(rule[0], path) and re.match(rule[0], path + "/x" if route["match"]["kind"] == "prefix"
+                                                                 else path), (route["id"], rule[0])
+                assert not re.match(rule[0], "/_matrix/client/v3/sync")
+            else:
+                assert rule == want
+        # every worker rule proxies the request target as received (the last condition before it)
+        assert body.count(REWRITE_TARGET) == len([e for e in expected if e[0] != "claim"])
+        # mod_proxy's prefixes are the other routes'
+        passes = [p for p, _t, _o in _proxy_passes(body) if p != ERROR_PREFIX]
+        assert passes == [r["match"]["path"] for r in vhost["routes"]
+                          if r["action"] == "forward" and r["match"]["kind"] != "regex"]
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_worker_route_checks_are_location_match_sections_before_the_homeservers(rendered, name):
+    """MX16, MX04, MX08: each worker route's <LocationMatch> merges after /_matrix's (reverse table order), with the
+    body limit and the raw-URI check of its raw_regex (for its methods only, when it has methods)."""
+    limit = rendered[name]["derived"]["body_limit"]
+    for vhost, body in _worker_vhosts(rendered, name):
+        sections = list(_locations(body))
+        assert [p for p in sections if not p.startswith(ERROR_PREFIX)] == [_section(r) for r in reversed(vhost["routes"])]
+        matrix = sections.index(_section(next(r for r in vhost["routes"] if r["id"] in ("api-matrix", "federation-matrix"))))
+        for route in vhost["routes"]:
+            if route["match"]["kind"] != "regex":
+                continue
+            assert sections.index(route["match"]["pattern"]) > matrix, route["id"]
+            block = _locations(body)[route["match"]["pattern"]]
+            assert f"LimitRequestBody {limit}" in block
+            check = (RAW_CHECK_METHODS if route["match"]["methods"] else RAW_CHECK).search(block)
+            assert check and check.group("raw") == route["match"]["raw_regex"], route["id"]
+            if route["match"]["methods"]:
+                assert "%{REQUEST_METHOD} in {'GET', 'HEAD'}" in block
+
+
+# (variant, pool, balancers: [(name, upper bound of the bucket's hashes, members as (server, lbset))]); the main
+# process is the last member of every balancer, a hot standby of the highest lbset, without health check.
+MAIN = "http://127.0.0.1:8008"
+BALANCER_CASES = [
+    ("workers_readers", "workers_sync", [
+        ("workers_sync_0", "8000", [("http://10.0.0.1:18101", 0), ("http://10.0.0.2:18101", 1), (MAIN, 2)]),
+        ("workers_sync_1", None, [("http://10.0.0.2:18101", 0), ("http://10.0.0.1:18101", 1), (MAIN, 2)])]),
+    ("workers_readers", "workers_federation_reader", [
+        ("workers_federation_reader", None, [("http://10.0.0.1:18102", 0), ("http://10.0.0.2:18102", 0), (MAIN, 1)])]),
+    ("workers_readers", "workers_federation_inbound", [
+        ("workers_federation_inbound", None, [("http://10.0.0.1:18103", 0), (MAIN, 1)])]),
+    ("workers_readers_methods", "workers_federation_inbound", [
+        ("workers_federation_inbound_0", "8000", [("http://10.0.0.1:18104", 0), ("http://10.0.0.2:18104", 1), (MAIN, 2)]),
+        ("workers_federation_inbound_1", None, [("http://10.0.0.2:18104", 0), ("http://10.0.0.1:18104", 1), (MAIN, 2)])]),
+    ("workers_readers_methods", "workers_account_data", [
+        ("workers_account_data", None, [("http://10.0.0.1:18102", 0), ("http://10.0.0.2:18102", 0), (MAIN, 1)])]),
+    ("workers_one_of_each", "workers_media", [
+        ("workers_media", None, [("http://10.0.0.2:18103", 0), ("unix:/run/synapse/main.sock|http://localhost", 1)])]),
+]
+
+
+@pytest.mark.parametrize(("name", "pool", "balancers"), BALANCER_CASES, ids=[f"{c[0]}:{c[1]}" for c in BALANCER_CASES])
+def test_worker_pools_are_balancers_with_the_main_process_as_hot_standby(rendered, name, pool, balancers):
+    """MX16, MX07: a sticky pool is one balancer per hash bucket preferring its worker, then the others, then the
+    main process; any other pool one balancer; workers have active health checks of /health."""
+    derived = rendered[name]["derived"]["balancers"][pool]
+    assert [(b["name"], b["upper"]) for b in derived] == [(b[0], b[1]) for b in balancers]
+    for vhost, body in _worker_vhosts(rendered, name):
+        if not any(r.get("upstream") == pool for r in vhost["routes"]):
+            continue
+        rendered_balancers = _balancers(body)
+        for balancer, _upper, members in balancers:
+            lines = rendered_balancers[balancer]
+            assert [(re.match(r'"([^"]+)"', line).group(1), int(re.search(r"lbset=(\d)", line).group(1)))
+                    for line in lines] == members, balancer
+            for line in lines[:-1]:
+                assert "hcmethod=GET hcuri=/health hcinterval=5" in line and "status=+H" not in line, line
+                assert "timeout=600" in line and "connectiontimeout=10" in line
+            assert "status=+H" in lines[-1] and "hcmethod" not in lines[-1] and "retry=0" in lines[-1]
+
+
+@pytest.mark.parametrize("count", [2, 3, 5, 16, 17])
+def test_hash_buckets_split_the_md5_space_evenly(count):
+    """The buckets' upper bounds (in vars/main.yml, rendered by Ansible) are the N-ths of 0000-ffff: every MD5 falls
+    into exactly one bucket, and no bucket is more than one 65536th larger than another."""
+    vars_main = (ROLE / "vars" / "main.yml").read_text()
+    assert "'%04x' | format(((__bucket + 1) * 65536 / __count) | round(0, 'ceil') | int)" in vars_main
+    uppers = ["%04x" % -(-(bucket + 1) * 65536 // count) for bucket in range(count - 1)]
+    bounds = [0] + [int(u, 16) for u in uppers] + [65536]
+    sizes = [high - low for low, high in zip(bounds, bounds[1:])]
+    assert len(sizes) == count and sum(sizes) == 65536 and max(sizes) - min(sizes) <= 1
+
+
+# (variant, route, stickiness and what the bucket condition hashes)
+STICKY_CASES = [
+    ("workers_readers", "workers-sync", "user",
+     ["md5(%{HTTP:Authorization}) < '8000'", "%{QUERY_STRING} =~ m#(?:^|&)access_token=([^&]*)# && md5('$1') < '8000'"]),
+    ("workers_readers_methods", "workers-event-creation", "room",
+     ["%{REQUEST_URI} =~ m#^/_matrix/client/[^/]+/(?:rooms|join|knock)/([^/]+)# && md5('$1') < '8000'",
+      "md5(%{REQUEST_URI}) < '8000'"]),
+    ("workers_readers_methods", "workers-federation-inbound", "source", ["md5(%{REMOTE_ADDR}) < '8000'"]),
+]
+
+
+@pytest.mark.parametrize(("name", "route_id", "sticky", "hashes"), STICKY_CASES, ids=[c[1] for c in STICKY_CASES])
+def test_sticky_routes_pick_the_bucket_by_the_keys_hash(rendered, name, route_id, sticky, hashes):
+    """MX16: the key of _matrix_routes.sticky, hashed with ap_expr's md5(); the last bucket takes the rest."""
+    assert rendered[name]["derived"]["routes"]["sticky"]["room"]["regex"] == "^/_matrix/client/[^/]+/(?:rooms|join|knock)/([^/]+)"
+    for vhost, body in _worker_vhosts(rendered, name):
+        route = next((r for r in vhost["routes"] if r["id"] == route_id), None)
+        if route is None:
+            continue
+        assert route["policy"]["sticky"] == sticky
+        block = body[body.index(f"route {route_id}: regex"):]
+        block = block[:block.index("\n    #")]
+        conditions = re.findall(r'^\s*RewriteCond expr "(.+)"$', block, re.M)
+        assert len(conditions) == 1, block  # two buckets: the first by its condition, the second the rest
+        for text in hashes:
+            assert text in conditions[0], (text, conditions[0])
+        return
+    pytest.fail(f"no route {route_id}")
+
+
+def test_method_restricted_worker_routes_leave_other_methods_to_the_homeserver(rendered):
+    """MX16: without a stream writer, account data, presence and push rules go to the client readers for GET (and
+    HEAD) only; other methods reach the next route, the homeserver's /_matrix."""
+    client = _vhosts(rendered["workers_readers_methods"]["site"])[(443, "matrix.example.test")]
+    for route_id in ("workers-account-data", "workers-presence", "workers-push-rules"):
+        block = client[client.index(f"route {route_id}: regex"):]
+        block = block[:block.index("\n    #")]
+        assert "(GET only)" in block
+        assert "RewriteCond expr \"%{REQUEST_METHOD} in {'GET', 'HEAD'}\"" in block, route_id
+
+
+# A stand-in upstream for the main process or a worker: answers every request with its name and records the
+# method, the raw request target and the forwarded headers, one JSON line per request.
+WORKER_STANDIN = """
+import http.server, json, sys
+name, address, port, record = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+class Standin(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+    def answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if self.path != "/health":
+            with open(record, "a") as stream:
+                stream.write(json.dumps({"name": name, "method": self.command, "target": self.path,
+                                         "xff": self.headers.get("X-Forwarded-For"),
+                                         "rid": self.headers.get("X-Request-ID")}) + "\\n")
+        body = name.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = answer
+http.server.ThreadingHTTPServer((address, port), Standin).serve_forever()
+"""
+
+# Inside network and PID namespaces of their own: the stand-ins (the main process on 127.0.0.1:8008, each worker on
+# its address, added to lo), Apache on the rendered candidate, then the requests of REQUESTS (JSON in argv[1]) with
+# curl; "stop"/"start" entries stop or start stand-ins, "wait_for" repeats a request until the named stand-in answers.
+WORKERS_DRIVER = r"""
+import json, os, socket, subprocess, sys, time
+plan = json.loads(open(sys.argv[1]).read())
+scratch = os.environ["SCRATCH"]
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+for address in plan["addresses"]:
+    subprocess.run(["ip", "addr", "add", address + "/32", "dev", "lo"], check=True)
+standins = {}
+def start(name):
+    address, port = plan["standins"][name]
+    standins[name] = subprocess.Popen([sys.executable, scratch + "/standin.py", name, address, str(port), scratch + "/record.jsonl"])
+    for attempt in range(100):
+        try:
+            socket.create_connection((address, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+def stop(name):
+    standins.pop(name).kill()
+for name in plan["standins"]:
+    start(name)
+env = dict(os.environ, APACHE_PID_FILE=scratch + "/run/apache2.pid", APACHE_RUN_DIR=scratch + "/run",
+           APACHE_LOCK_DIR=scratch + "/run", APACHE_LOG_DIR=scratch + "/log")
+os.makedirs(scratch + "/run", exist_ok=True)
+os.makedirs(scratch + "/log", exist_ok=True)
+apache = subprocess.Popen(["sh", "-c", '. "$APACHE_CONFDIR/envvars"; APACHE_PID_FILE=' + env["APACHE_PID_FILE"]
+                           + " APACHE_RUN_DIR=" + env["APACHE_RUN_DIR"] + " APACHE_LOCK_DIR=" + env["APACHE_RUN_DIR"]
+                           + " APACHE_LOG_DIR=" + env["APACHE_LOG_DIR"] + ' exec /usr/sbin/apache2 -d "$APACHE_CONFDIR"'
+                           + ' -D FOREGROUND -c "PidFile $APACHE_PID_FILE" -c "ErrorLog $APACHE_LOG_DIR/error.log"'])
+for attempt in range(100):
+    if os.path.exists(env["APACHE_PID_FILE"]) and os.path.getsize(env["APACHE_PID_FILE"]):
+        break
+    time.sleep(0.1)
+time.sleep(0.5)
+def ask(step):
+    port = step.get("port", 443)
+    argv = ["curl", "-sk", "--http1.1", "--path-as-is", "--max-time", "10", "-o", "-", "-w", " %{http_code}",
+            "--resolve", "%s:%d:127.0.0.1" % (plan["host"], port), "-X", step.get("method", "GET")]
+    for header in step.get("headers", []):
+        argv += ["-H", header]
+    if step.get("source"):
+        argv += ["--interface", step["source"]]
+    proc = subprocess.run(argv + ["https://%s:%d%s" % (plan["host"], port, step["path"])], capture_output=True, text=True)
+    body, _sep, status = proc.stdout.rpartition(" ")
+    return {"status": status, "body": body if status == "200" else body[:80]}
+results = []
+for step in plan["steps"]:
+    if "stop" in step:
+        record = scratch + "/record.jsonl"
+        results.append({"record_lines": len(open(record).readlines()) if os.path.exists(record) else 0})
+        for name in step["stop"]:
+            stop(name)
+    elif "start" in step:
+        for name in step["start"]:
+            start(name)
+        results.append({})
+    elif "wait_for" in step:
+        deadline, answer = time.time() + step["within"], {}
+        while time.time() < deadline:
+            answer = ask(step)
+            if answer["body"] == step["wait_for"]:
+                break
+            time.sleep(0.5)
+        results.append(answer)
+    else:
+        results.append(ask(step))
+apache.terminate()
+json.dump({"results": results, "record": [json.loads(l) for l in open(scratch + "/record.jsonl")]
+           if os.path.exists(scratch + "/record.jsonl") else []}, sys.stdout)
+sys.stderr.write(open(scratch + "/log/error.log").read()[-6000:] if os.path.exists(scratch + "/log/error.log") else "")
+"""
+
+LIVE_WORKERS = "workers_readers_methods"
+TOKENS = [f"syt_token_{number}" for number in range(16)]
+ROOMS = [f"!room{number}:example.test" for number in range(16)]
+SOURCES = [f"127.0.0.{number}" for number in range(2, 18)]
+SYNC = "/_matrix/client/v3/sync?timeout=0"
+# (class route, vhost port, method, path, the pool's workers): one request each must reach a worker of its pool
+CLASS_REQUESTS = [
+    ("workers-sync", 443, "GET", SYNC, {"sync1", "sync2"}),
+    ("workers-event-creation", 443, "PUT", "/_matrix/client/v3/rooms/!r:example.test/send/m.room.message/t1",
+     {"creator1", "creator2"}),
+    ("workers-room-messages", 443, "GET", "/_matrix/client/v3/rooms/!r:example.test/messages?dir=b",
+     {"reader1", "reader2"}),
+    ("workers-client-reader", 443, "GET", "/_matrix/client/versions", {"reader1", "reader2"}),
+    ("workers-account-data", 443, "GET", "/_matrix/client/v3/user/@a:example.test/account_data/m.push", {"reader1", "reader2"}),
+    ("workers-push-rules", 443, "GET", "/_matrix/client/v3/pushrules/", {"reader1", "reader2"}),
+    ("workers-device-lists", 443, "POST", "/_matrix/client/v3/keys/upload", {"reader1", "reader2"}),
+    ("workers-federation-inbound", 8448, "PUT", "/_matrix/federation/v1/send/txn1", {"inbound1", "inbound2"}),
+]
+# (what, vhost port, method, path, the expected answer): the main process, Apache's 404 or the raw target at a worker
+OTHER_REQUESTS = [
+    # a method the route does not take (GET only without a stream writer) is the homeserver's
+    ("account data written", 443, "PUT", "/_matrix/client/v3/user/@a:example.test/account_data/m.push", "main"),
+    ("not a worker class", 443, "GET", "/_matrix/client/v3/rooms/!r:example.test/unknown_endpoint", "main"),
+    # MX04: a URI that only normalises to a worker route is refused; the raw URI goes to the worker as sent
+    ("encoded letter", 443, "GET", "/_matrix/client/v3/%73ync", "404"),
+    ("outside /_matrix, other method", 443, "PUT", "/_synapse/../_matrix/client/v3/pushrules/x", "404"),
+    ("admin API, refused before the worker routes (MX06)", 443, "GET", "/_synapse/admin/v1/server_version", "403"),
+]
+
+
+def _live_plan(table):
+    """The driver's plan: stand-ins of every server of the table's pools, then the steps (indexes in STEPS)."""
+    standins = {"main": ["127.0.0.1", 8008]}
+    for pool in table["upstreams"]:
+        if pool["fallback"]:
+            for server in pool["servers"]:
+                standins[server["name"]] = [server["address"], server["port"]]
+    steps, index = [], {}
+
+    def add(key, **step):
+        index.setdefault(key, []).append(len(steps))
+        steps.append(step)
+
+    for route_id, port, method, path, _pool in CLASS_REQUESTS:
+        add(("class", route_id), port=port, method=method, path=path, headers=["Authorization: Bearer syt_class"])
+    for what, port, method, path, _answer in OTHER_REQUESTS:
+        add(("other", what), port=port, method=method, path=path)
+    for repeat in range(3):
+        for token in TOKENS:
+            add(("token", token), path=SYNC, headers=[f"Authorization: Bearer {token}"])
+        add(("query token", TOKENS[0]), path=SYNC + f"&access_token={TOKENS[0]}")
+        for room in ROOMS:
+            add(("room", room), method="PUT", path=f"/_matrix/client/v3/rooms/{room}/send/m.room.message/t{repeat}")
+        for source in SOURCES:
+            add(("source", source), port=8448, method="PUT", path=f"/_matrix/federation/v1/send/t{repeat}", source=source)
+    add(("raw",), path="/_matrix/client/v3/rooms/!a%2Fb:example.test/messages?from=x%2Fy&dir=b")
+    # every sync worker stopped: the main process answers; one back: the pool again
+    add(("stop",), stop=["sync1", "sync2"])
+    for token in TOKENS[:4]:
+        add(("pool down", token), path=SYNC, headers=[f"Authorization: Bearer {token}"])
+    add(("start",), start=["sync2"])
+    add(("pool back",), path=SYNC, headers=[f"Authorization: Bearer {TOKENS[0]}"], wait_for="sync2", within=30)
+    for token in TOKENS[:4]:
+        add(("pool back", token), path=SYNC, headers=[f"Authorization: Bearer {token}"])
+    return {"host": "matrix.example.test", "addresses": sorted({a for a, _p in standins.values()} - {"127.0.0.1"}),
+            "standins": standins, "steps": steps}, index
+
+
+@pytest.fixture(scope="module")
+def workers_live(rendered, tmp_path_factory):
+    """MX16 live: Apache on the rendered workers variant with stand-ins for the main process and two workers per
+    pool, in network and PID namespaces of its own; {"results": [...], "record": [...], "index": {...}}."""
+    if not _apache_usable() or not shutil.which("curl") or not shutil.which("unshare"):
+        pytest.skip("needs Apache, openssl, curl, unshare and root")
+    if subprocess.run(["unshare", "--net", "--pid", "--fork", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("unshare --net --pid is not permitted here")
+    scratch, env = _candidate(rendered, LIVE_WORKERS, tmp_path_factory.mktemp("apache-workers"))
+    plan, index = _live_plan(rendered[LIVE_WORKERS]["derived"]["routes"])
+    (scratch / "standin.py").write_text(WORKER_STANDIN)
+    (scratch / "driver.py").write_text(WORKERS_DRIVER)
+    (scratch / "plan.json").write_text(json.dumps(plan))
+    env.update(SCRATCH=str(scratch))
+    proc = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "python3", str(scratch / "driver.py"),
+                           str(scratch / "plan.json")], env=env, capture_output=True, text=True, timeout=180, check=False)
+    daemon_checks.record(f"Apache {daemon_checks.host_version('apache2')} (this machine): "
+                         "Synapse worker pools answering curl (unshare --net --pid)")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    result = json.loads(proc.stdout)
+    result["index"], result["log"] = index, proc.stderr
+    return result
+
+
+def _answers(live, key):
+    return [live["results"][i] for i in live["index"][key]]
+
+
+@pytest.mark.parametrize(("route_id", "port", "method", "path", "workers"), CLASS_REQUESTS, ids=[c[0] for c in CLASS_REQUESTS])
+def test_live_worker_classes_reach_their_pool(workers_live, route_id, port, method, path, workers):
+    (answer,) = _answers(workers_live, ("class", route_id))
+    assert answer["status"] == "200" and answer["body"] in workers, (answer, workers_live["log"])
+
+
+@pytest.mark.parametrize(("what", "port", "method", "path", "expected"), OTHER_REQUESTS, ids=[c[0] for c in OTHER_REQUESTS])
+def test_live_other_requests_are_not_the_workers(workers_live, what, port, method, path, expected):
+    (answer,) = _answers(workers_live, ("other", what))
+    if expected.isdigit():
+        assert answer["status"] == expected, answer
+    else:
+        assert answer == {"status": "200", "body": expected}, answer
+
+
+@pytest.mark.parametrize(("kind", "keys", "workers"), [
+    ("token", TOKENS, {"sync1", "sync2"}),
+    ("room", ROOMS, {"creator1", "creator2"}),
+    ("source", SOURCES, {"inbound1", "inbound2"}),
+])
+def test_live_the_same_key_reaches_the_same_worker_and_keys_spread(workers_live, kind, keys, workers):
+    """MX16: user (Authorization), room (the room ID of the path) and source (the client address) stickiness."""
+    chosen = {}
+    for key in keys:
+        answers = {a["body"] for a in _answers(workers_live, (kind, key))}
+        assert len(answers) == 1 and answers <= workers, (kind, key, answers)
+        chosen[key] = answers.pop()
+    assert set(chosen.values()) == workers, chosen
+
+
+def test_live_the_access_token_parameter_is_the_key_without_authorization(workers_live):
+    """MX16: without an Authorization header the access_token query parameter is hashed: the same answers."""
+    answers = {a["body"] for a in _answers(workers_live, ("query token", TOKENS[0]))}
+    assert len(answers) == 1 and answers <= {"sync1", "sync2"}
+
+
+def test_live_worker_gets_the_raw_uri_and_forwarded_headers(workers_live):
+    """MX04, MX05 on a worker route: the request target as sent, X-Forwarded-For the connecting address, a request ID."""
+    (answer,) = _answers(workers_live, ("raw",))
+    assert answer["status"] == "200" and answer["body"] in {"reader1", "reader2"}
+    entry = next(e for e in workers_live["record"] if "a%2Fb" in e["target"])
+    assert entry["target"] == "/_matrix/client/v3/rooms/!a%2Fb:example.test/messages?from=x%2Fy&dir=b"
+    assert entry["xff"] == "127.0.0.1" and entry["rid"]
+
+
+def test_live_main_process_answers_when_the_pool_is_down_and_the_pool_again_after(workers_live):
+    """MX16: every sync worker stopped: the main process answers sync; one started again: the pool answers."""
+    for answer in [a for token in TOKENS[:4] for a in _answers(workers_live, ("pool down", token))]:
+        assert answer == {"status": "200", "body": "main"}, answer
+    (back,) = _answers(workers_live, ("pool back",))
+    assert back == {"status": "200", "body": "sync2"}, workers_live["log"]
+    for answer in [a for token in TOKENS[:4] for a in _answers(workers_live, ("pool back", token))]:
+        assert answer == {"status": "200", "body": "sync2"}, answer
+
+
+def test_live_main_process_gets_no_routed_class_while_the_pools_are_up(workers_live):
+    """MX16: until the sync workers were stopped, the main process got only the requests no worker route takes."""
+    (stop,) = _answers(workers_live, ("stop",))
+    before = [(e["method"], e["target"]) for e in workers_live["record"][:stop["record_lines"]] if e["name"] == "main"]
+    assert sorted(before) == sorted((method, path) for _w, _port, method, path, expected in OTHER_REQUESTS
+                                    if expected == "main")
