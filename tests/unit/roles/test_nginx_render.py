@@ -8,11 +8,17 @@ role's own gate, by an nginx of the version it was rendered for: this machine's 
 Debian 13's in a container (daemon_checks.py).
 """
 
+import http.client
+import http.server
 import json
 import pathlib
 import re
 import shutil
+import socket
+import ssl
 import subprocess
+import threading
+import time
 
 import daemon_checks
 import pytest
@@ -153,6 +159,50 @@ VARIANTS = {
         "1.26.3",
         "3.5.1",
     ),
+    # Synapse workers (MX16), the "readers" layout on two hosts: two sync workers (sticky by user), two federation
+    # readers, inbound federation (sticky by source), a client reader that also takes the GET-only endpoints of the
+    # streams without a writer (account_data, presence, push_rules); federation on a port of its own.
+    "workers_readers": (
+        {
+            "matrix_server_name": "example.test",
+            "matrix_homeserver_fqdn": "matrix.example.test",
+            "matrix_worker_hosts": {"hs1": "10.0.0.1", "hs2": "10.0.0.2"},
+            "matrix_workers": "{{ 'readers' | mxedge.matrix.synapse_worker_layout(['hs1', 'hs2']) }}",
+            "mx_ipv6": True,
+        },
+        "1.22.1",
+        "3.0.17",
+    ),
+    # ... one worker of every type (every pool one server, every stream with its writer), single port, with MAS
+    # (whose login, logout and refresh routes come first: the client reader's login pattern must not take them).
+    "workers_one_of_each_mas": (
+        dict(SERVICE_VARIABLES, matrix_rtc_jwt_upstream="http://localhost:8081", mx_ipv6=False,
+             matrix_federation_port=443, matrix_worker_hosts={"hs1": "10.0.0.1", "hs2": "10.0.0.2"},
+             matrix_workers="{{ 'one_of_each' | mxedge.matrix.synapse_worker_layout(['hs1', 'hs2']) }}"),
+        "1.22.1",
+        "3.0.17",
+    ),
+    # Two workers in each of four pools on loopback addresses, for the live test below (nginx started on loopback
+    # with stand-ins of the main process and the workers): sticky by user (sync), by room (event creation, room
+    # messages), by source (inbound federation), none (client reader; GET-only presence, push rules, account data).
+    "workers_live": (
+        {
+            "matrix_server_name": "matrix.example.test",
+            "matrix_homeserver_address": "127.0.2.10",
+            "matrix_homeserver_port": 38008,
+            "matrix_worker_hosts": {"hs1": "127.0.2.11", "hs2": "127.0.2.12"},
+            "matrix_workers": [
+                {"name": f"{kind}{number}", "type": kind, "host": f"hs{number}", "port": port}
+                for kind, port in (("sync", 38101), ("client_reader", 38102), ("event_creator", 38103),
+                                   ("federation_inbound", 38104))
+                for number in (1, 2)
+            ],
+            "nginx_synapse_worker_fail_timeout": 1,
+            "mx_ipv6": False,
+        },
+        "1.22.1",
+        "3.0.17",
+    ),
 }
 ALONGSIDE = [name for name, variant in VARIANTS.items() if variant[0].get("matrix_proxy_mode") == "alongside"]
 DEDICATED = [name for name in VARIANTS if name not in ALONGSIDE]
@@ -258,11 +308,11 @@ def _server(text, port):
     return found[0]
 
 
-def _locations(block):
-    """{(modifier, path): body text} of the location blocks directly inside a server block."""
-    found, lines = {}, block.splitlines()
+def _blocks_at(lines, indent, head_pattern):
+    """[(match, body lines)] of the blocks whose head line (at `indent` spaces) matches `head_pattern`."""
+    found = []
     for index, line in enumerate(lines):
-        head = re.match(r"^ {4}location (=|\^~)? ?(\S+) \{$", line)
+        head = re.match(rf"^ {{{indent}}}{head_pattern}$", line)
         if head:
             depth, body = 1, []
             for inner in lines[index + 1:]:
@@ -271,8 +321,66 @@ def _locations(block):
                 if depth == 0:
                     break
                 body.append(inner)
-            found[(head.group(1) or "", head.group(2))] = "\n".join(body)
+            found.append((head, body))
     return found
+
+
+def _without_nested(body):
+    """A location's own lines: the regex locations nested in it (MX16) left out."""
+    own, depth = [], 0
+    for line in body:
+        if depth == 0 and re.match(r"^ {8}location ~ ", line):
+            depth = 1
+            continue
+        if depth:
+            code = line.split("#", 1)[0]
+            depth += code.count("{") - code.count("}")
+            continue
+        own.append(line)
+    return own
+
+
+def _locations(block):
+    """{(modifier, path): body text} of the location blocks directly inside a server block (nested ones left out)."""
+    return {(head.group(1) or "", head.group(2)): "\n".join(_without_nested(body))
+            for head, body in _blocks_at(block.splitlines(), 4, r"location (=|\^~)? ?(\S+) \{")}
+
+
+def _regex_locations(body):
+    """[(regex nginx compiles, body text)] of the regex locations nested in a location's full body, in order."""
+    return [(_nginx_unquote(head.group(1)), "\n".join(inner))
+            for head, inner in _blocks_at(body.splitlines(), 8, r'location ~ "((?:[^"\\]|\\.)*)" \{')]
+
+
+def _full_location(block, modifier, path):
+    """A location's whole text, nested locations included."""
+    (found,) = [body for head, body in _blocks_at(block.splitlines(), 4, r"location (=|\^~)? ?(\S+) \{")
+                if (head.group(1) or "", head.group(2)) == (modifier, path)]
+    return "\n".join(found)
+
+
+def _host_route(vhost, route):
+    """The later prefix route of the listener whose location holds the regex route `route` (vars/main.yml)."""
+    later = vhost["routes"][vhost["routes"].index(route) + 1:]
+    path = route["match"]["path"]
+    return next(r for r in later if r["match"]["kind"] == "prefix"
+                and (path == r["match"]["path"] or path.startswith(r["match"]["path"].rstrip("/") + "/")))
+
+
+def _upstream_block(variant, route):
+    """The upstream block a forwarding route goes to: mxedge_<pool>, _by_<key> for a sticky route to several servers."""
+    pool = next(p for p in variant["derived"]["routes"]["upstreams"] if p["name"] == route["upstream"])
+    sticky = route["policy"]["sticky"]
+    return f"mxedge_{pool['name']}" + (f"_by_{sticky}" if sticky and len(pool["servers"]) > 1 else "")
+
+
+def _route_body(block, vhost, route):
+    """The body of the location rendering `route` of the table's listener `vhost` (nested for a regex route)."""
+    if route["match"]["kind"] != "regex":
+        return _locations(block)[("=" if route["match"]["kind"] == "exact" else "^~", route["match"]["path"])]
+    host = _host_route(vhost, route)
+    nested = dict(_regex_locations(_full_location(block, "^~", host["match"]["path"])))
+    return nested[route["match"]["pattern"]]
 
 
 def _location(block, modifier, path):
@@ -296,8 +404,12 @@ def test_proxy_pass_has_no_uri_part_and_forwarded_headers_are_overwritten(render
     text = rendered[name]["matrix"]
     passes = re.findall(r"^\s*proxy_pass\s+([^;]+);", text, re.M)
     challenge = {"http://mxedge_acme"} if name.startswith("acme") else set()
-    services = {f"http://mxedge_{pool}" for pool in ("mas", "rtc_jwt", "rtc_sfu")} if name == "services" else set()
-    assert passes and set(passes) == {"http://mxedge_homeserver"} | challenge | services
+    services = {f"http://mxedge_{pool}" for pool in ("mas", "rtc_jwt", "rtc_sfu")} if "matrix_mas_url" in VARIANTS[name][0] else set()
+    # MX16: a block per worker pool and sticky key; a route restricted to some methods forwards to a mapped variable.
+    routes = [(vhost, r) for vhost in _served(rendered[name]) for r in vhost["routes"] if r["match"]["kind"] == "regex"]
+    workers = {f"http://{_upstream_block(rendered[name], r)}" for vhost, r in routes if not r["match"]["methods"]}
+    methods = {f"http://$mxedge_route_{v['name']}_{r['id'].replace('-', '_')}" for v, r in routes if r["match"]["methods"]}
+    assert passes and set(passes) == {"http://mxedge_homeserver"} | challenge | services | workers | methods
     assert "$proxy_add_x_forwarded_for" not in text
     for block in _servers(text):
         if "proxy_pass http://" in block:
@@ -471,14 +583,21 @@ def test_every_route_of_the_table_is_a_location_in_order(rendered, name):
     for vhost in _served(variant):
         block = _vhost_block(variant, vhost)
         locations = _locations(block)
-        heads = [key for key in locations if key != ("", "/")]  # the listener's fallback
-        assert heads == [("=" if r["match"]["kind"] == "exact" else "^~", r["match"]["path"]) for r in vhost["routes"]]
+        # The listener's fallback and the named locations of the pools' fallbacks (MX16) are no routes.
+        heads = [key for key in locations if key != ("", "/") and not key[1].startswith("@")]
+        assert heads == [("=" if r["match"]["kind"] == "exact" else "^~", r["match"]["path"])
+                         for r in vhost["routes"] if r["match"]["kind"] != "regex"]
         for route in vhost["routes"]:
-            body = locations[("=" if route["match"]["kind"] == "exact" else "^~", route["match"]["path"])]
+            body = _route_body(block, vhost, route)
             # The block names the behaviours the route implements (MXnn comment line above it).
-            assert f"# {' '.join(route['behaviours'])} {route['id']}\n    location " in block
+            if route["match"]["kind"] == "regex":
+                assert re.search(rf"# {' '.join(route['behaviours'])} {route['id']}:[^\n]*\n {{8}}location ~ ", block)
+            else:
+                assert f"# {' '.join(route['behaviours'])} {route['id']}\n    location " in block
             if route["action"] == "forward":
-                assert f"proxy_pass http://mxedge_{route['upstream']};" in body
+                upstream = _upstream_block(variant, route)
+                assert (f"proxy_pass http://{upstream};" in body
+                        or (route["match"]["methods"] and re.search(r"proxy_pass http://\$mxedge_route_\w+;", body))), body
                 assert f"client_max_body_size {route['policy']['body_limit']};" in body
                 for network in route["allow_sources"]:
                     assert f"allow {network};" in body
@@ -496,9 +615,9 @@ def test_every_forward_and_static_route_checks_the_raw_uri_against_the_table(ren
     """MX04, exact routes included (issue 18: `location = /health` had no raw check)."""
     variant = rendered[name]
     for vhost in _served(variant):
-        locations = _locations(_vhost_block(variant, vhost))
+        block = _vhost_block(variant, vhost)
         for route in vhost["routes"]:
-            body = locations[("=" if route["match"]["kind"] == "exact" else "^~", route["match"]["path"])]
+            body = _route_body(block, vhost, route)
             if route["action"] == "refuse":
                 assert _raw_check(body) is None  # refused whatever the raw URI is
                 continue
@@ -659,6 +778,8 @@ def test_rendered_configuration_cites_every_behaviour_of_the_contract(rendered, 
         not_applicable.add("MX13")  # matrix_mas_url unset
     if not {"rtc_jwt", "rtc_sfu"} & names:
         not_applicable.add("MX14")  # matrix_rtc_*_url unset
+    if not any(r["match"]["kind"] == "regex" for r in routes):
+        not_applicable.add("MX16")  # matrix_workers unset
     text = "\n".join(variant[key] for key in ("main", "matrix", "errors", "snippet"))
     cited = {i for line in text.splitlines() if line.strip().startswith("#") for i in re.findall(r"\bMX\d\d\b", line)}
     assert cited <= set(BEHAVIOURS), cited - set(BEHAVIOURS)
@@ -817,7 +938,7 @@ def test_mas_compat_routes_are_twelve_and_only_on_the_client_listener(rendered):
     federation = _vhost_block(variant, _table_vhost(variant, "federation"))
     assert "mxedge_mas" not in federation and "/login" not in federation
     for name in VARIANTS:
-        if name != "services":
+        if "matrix_mas_url" not in VARIANTS[name][0]:
             assert "mxedge_mas" not in rendered[name]["matrix"] and "mxedge_rtc" not in rendered[name]["matrix"]
 
 
@@ -871,7 +992,7 @@ def test_websocket_upgrade_only_on_tunnel_routes(rendered, name):
         block = _vhost_block(variant, vhost)
         locations = _locations(block)
         for route in vhost["routes"]:
-            body = locations[("=" if route["match"]["kind"] == "exact" else "^~", route["match"]["path"])]
+            body = _route_body(block, vhost, route)
             headers = dict(re.findall(r"^\s*proxy_set_header (\S+) (.+);", body, re.M))
             if route["action"] == "forward" and route["policy"]["timeout"] == "tunnel":
                 tunnels += 1
@@ -885,7 +1006,7 @@ def test_websocket_upgrade_only_on_tunnel_routes(rendered, name):
         if any(r["action"] == "forward" for r in vhost["routes"]):
             assert _server_headers(block)["Connection"] == '""'  # keep-alive to the upstream, no upgrade
             assert "Upgrade" not in _server_headers(block)
-    assert tunnels == (1 if name == "services" else 0)
+    assert tunnels == (1 if "matrix_rtc_sfu_url" in VARIANTS[name][0] else 0)
     # The map: "upgrade" only when the client asked for one; "" (no header, keep-alive) otherwise.
     upgrade_map = re.search(r"^map \$http_upgrade \$mxedge_connection_upgrade \{\n(.*?)^\}", variant["matrix"], re.M | re.S)
     assert bool(upgrade_map) == bool(tunnels)
@@ -901,11 +1022,11 @@ def test_tunnel_routes_get_the_tunnel_timeout_and_the_others_keep_theirs(rendere
     assert tunnel >= 3600
     variant = rendered[name]
     for vhost in _served(variant):
-        locations = _locations(_vhost_block(variant, vhost))
+        block = _vhost_block(variant, vhost)
         for route in vhost["routes"]:
             if route["action"] != "forward":
                 continue
-            body = locations[("=" if route["match"]["kind"] == "exact" else "^~", route["match"]["path"])]
+            body = _route_body(block, vhost, route)
             expected = tunnel if route["policy"]["timeout"] == "tunnel" else other
             assert f"proxy_read_timeout {expected}s;" in body and f"proxy_send_timeout {expected}s;" in body, route["id"]
 
@@ -995,3 +1116,524 @@ def test_alongside_snippet_holds_the_well_known_routes_and_nothing_else(rendered
         returned = re.search(r'return (\d+) "((?:[^"\\]|\\.)*)";', named)
         assert (returned.group(1), _nginx_unquote(returned.group(2))) == (status, variant["derived"]["routes"]["errors"][status]["body"])
         assert "default_type application/json;" in named and 'add_header Access-Control-Allow-Origin "*" always;' in named
+
+
+# --- Synapse workers (MX16): regex routes nested in the homeserver's prefix location, pools, stickiness, fallback ---
+
+WORKER_VARIANTS = [name for name, variant in VARIANTS.items() if variant[0].get("matrix_workers")]
+
+
+def _table_routes(variant, kind=None):
+    """[(listener, route)] of the served listeners, optionally of one match kind."""
+    return [(vhost, route) for vhost in _served(variant) for route in vhost["routes"]
+            if kind is None or route["match"]["kind"] == kind]
+
+
+def _upstream_blocks(text):
+    """{block name: body text} of the http-level upstream blocks."""
+    return dict(re.findall(r"^upstream (\S+) \{\n(.*?)^\}", text, re.M | re.S))
+
+
+def _maps(text):
+    """{variable: ([(regex nginx compiles, value)], default)} of the http-level maps with regex entries."""
+    found = {}
+    for variable, body in re.findall(r"^map \S+ (\$\S+) \{\n(.*?)^\}", text, re.M | re.S):
+        entries = [(_nginx_unquote(regex), value) for regex, value in re.findall(r'^\s+"~((?:[^"\\]|\\.)*)"\s+(\S+);', body, re.M)]
+        default = re.search(r"^\s+default\s+(\S+);", body, re.M)
+        found[variable] = (entries, default.group(1) if default else None)
+    return found
+
+
+def _pcre(regex):
+    """A PCRE regex of the table as Python's re reads it (the same syntax here)."""
+    return re.compile(regex)
+
+
+def _nginx_worker_answer(variant, vhost, raw, method="GET"):
+    """Which upstream block nginx forwards `method raw` to on the table's listener `vhost` (a status when it answers
+    itself): exact, else the longest prefix location; in it, the nested regex locations in order (MX16)."""
+    block = _vhost_block(variant, vhost)
+    uri = _normalise(raw)
+    if uri is None:
+        return 404
+    locations = _locations(block)
+    body = locations.get(("=", uri))
+    key = ("=", uri)
+    if body is None:
+        prefixes = [k for k in locations if k[0] in ("^~", "") and uri.startswith(k[1])]
+        key = max(prefixes, key=lambda k: len(k[1]))
+        body = locations[key]
+        for regex, inner in _regex_locations(_full_location(block, *key)) if key[0] == "^~" else []:
+            if _pcre(regex).search(uri):
+                body = inner
+                break
+    check = _raw_check(body)
+    if check and not re.search(check[0], raw):
+        return check[1]
+    target = re.search(r"proxy_pass http://(\S+);", body)
+    if not target:
+        return int(re.search(r"return (\d+)", body).group(1))
+    if target.group(1).startswith("$"):
+        entries, default = _maps(variant["matrix"])[target.group(1)]
+        return next((value for regex, value in entries if _pcre(regex).search(f"{method}:{uri}")), default)
+    return target.group(1)
+
+
+@pytest.mark.parametrize("name", WORKER_VARIANTS)
+def test_worker_routes_are_regex_locations_nested_in_order_in_the_homeservers_prefix(rendered, name):
+    """MX16: nginx checks the regex locations nested in the prefix location it picked, in the order written, before
+    that location's own directives; an earlier ^~ route with a longer path (MAS, the admin API) still wins."""
+    variant = rendered[name]
+    for vhost in _served(variant):
+        regex_routes = [r for r in vhost["routes"] if r["match"]["kind"] == "regex"]
+        if not regex_routes:
+            continue
+        block = _vhost_block(variant, vhost)
+        host = _host_route(vhost, regex_routes[0])
+        assert host["upstream"] == "homeserver" and host["match"]["path"] == "/_matrix"
+        assert all(_host_route(vhost, r) is host for r in regex_routes)
+        nested = _regex_locations(_full_location(block, "^~", "/_matrix"))
+        assert [regex for regex, _body in nested] == [r["match"]["pattern"] for r in regex_routes]
+        # No regex location at server level: the operator's or nginx's order there cannot take a Matrix path.
+        assert not re.search(r"^ {4}location ~", block, re.M)
+
+
+WORKER_REQUESTS = [
+    # (variant, listener, method, raw URI, upstream block nginx forwards to)
+    ("workers_readers", "client", "GET", "/_matrix/client/v3/sync?since=s1&timeout=30000", "mxedge_workers_sync_by_user"),
+    ("workers_readers", "client", "GET", "/_matrix/client/r0/sync", "mxedge_workers_sync_by_user"),
+    ("workers_readers", "client", "GET", "/_matrix/client/v3/rooms/!r:example.test/messages?dir=b", "mxedge_workers_room_messages"),
+    ("workers_readers", "client", "GET", "/_matrix/client/v3/joined_rooms", "mxedge_workers_client_reader"),
+    ("workers_readers", "client", "GET", "/_matrix/client/v3/presence/@a:example.test/status", "mxedge_workers_presence"),
+    # GET-only without a presence writer: other methods go on to the next route, the homeserver's /_matrix.
+    ("workers_readers", "client", "PUT", "/_matrix/client/v3/presence/@a:example.test/status", "mxedge_homeserver"),
+    ("workers_readers", "client", "GET", "/_matrix/client/v3/pushrules/global/", "mxedge_workers_push_rules"),
+    ("workers_readers", "client", "PUT", "/_matrix/client/v3/pushrules/global/room/x", "mxedge_homeserver"),
+    ("workers_readers", "client", "GET", "/_matrix/client/v3/user/@a:example.test/account_data/m.x", "mxedge_workers_account_data"),
+    ("workers_readers", "client", "PUT", "/_matrix/client/v3/user/@a:example.test/account_data/m.x", "mxedge_homeserver"),
+    ("workers_readers", "client", "POST", "/_matrix/client/v3/keys/upload", "mxedge_workers_device_lists"),
+    ("workers_readers", "client", "GET", "/_matrix/client/v3/login", "mxedge_workers_client_reader"),
+    # Not a worker endpoint (no event creator here): the main process.
+    ("workers_readers", "client", "PUT", "/_matrix/client/v3/rooms/!r:example.test/send/m.room.message/t1", "mxedge_homeserver"),
+    ("workers_readers", "client", "GET", "/_matrix/client/v3/sync/extra", "mxedge_homeserver"),
+    # MX04: a raw URI that only normalises to a worker route is refused.
+    ("workers_readers", "client", "GET", "/_matrix/client/v3/x/%2E%2E/sync", 404),
+    ("workers_readers", "client", "GET", "/_synapse/admin/v1/%2E%2E/%2E%2E/_matrix/client/v3/sync", 404),
+    ("workers_readers", "federation", "PUT", "/_matrix/federation/v1/send/t1", "mxedge_workers_federation_inbound"),
+    ("workers_readers", "federation", "GET", "/_matrix/federation/v1/event/$e", "mxedge_workers_federation_reader"),
+    ("workers_readers", "federation", "GET", "/_matrix/key/v2/query/example.test", "mxedge_workers_federation_reader"),
+    ("workers_readers", "federation", "GET", "/_matrix/client/v3/sync", "mxedge_homeserver"),  # client endpoints stay off it
+    # one_of_each, single port, MAS: MAS's login wins over the client reader's; the writers take their streams.
+    ("workers_one_of_each_mas", "client", "GET", "/_matrix/client/v3/login", "mxedge_mas"),
+    ("workers_one_of_each_mas", "client", "POST", "/_matrix/client/r0/logout/all", "mxedge_mas"),
+    ("workers_one_of_each_mas", "client", "PUT", "/_matrix/client/v3/rooms/!r:example.test/typing/@a:example.test", "mxedge_workers_typing"),
+    ("workers_one_of_each_mas", "client", "PUT", "/_matrix/client/v3/rooms/!r:example.test/send/m.room.message/t1", "mxedge_workers_event_creation"),
+    ("workers_one_of_each_mas", "client", "PUT", "/_matrix/client/v3/presence/@a:example.test/status", "mxedge_workers_presence"),
+    ("workers_one_of_each_mas", "client", "GET", "/_matrix/media/v3/download/example.test/abc", "mxedge_workers_media"),
+    ("workers_one_of_each_mas", "client", "GET", "/_matrix/client/v1/media/download/example.test/abc", "mxedge_workers_media"),
+    ("workers_one_of_each_mas", "client", "PUT", "/_matrix/federation/v1/send/t1", "mxedge_workers_federation_inbound"),
+    ("workers_one_of_each_mas", "client", "GET", "/_matrix/federation/v1/media/download/abc", "mxedge_workers_media"),
+    ("workers_one_of_each_mas", "client", "GET", "/_synapse/client/x", "mxedge_homeserver"),
+]
+
+
+@pytest.mark.parametrize("name,listener,method,raw,expected", WORKER_REQUESTS)
+def test_worker_requests_reach_the_table_s_route(rendered, name, listener, method, raw, expected):
+    """MX16, MX04: nginx's pick (emulated from the rendered text) is the table's first matching route's upstream."""
+    from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_routes import routes_to  # pylint: disable=import-outside-toplevel
+
+    variant = rendered[name]
+    vhost = _table_vhost(variant, listener)
+    assert _nginx_worker_answer(variant, vhost, raw, method) == expected
+    route = routes_to(variant["derived"]["routes"], listener, _normalise(raw))
+    if isinstance(expected, str) and route["action"] == "forward" and method in (route["match"]["methods"] or [method]):
+        assert expected == _upstream_block(variant, route)  # the table's own answer (methods aside: routes_to has none)
+
+
+@pytest.mark.parametrize("name", WORKER_VARIANTS)
+def test_worker_pools_are_upstream_blocks_per_sticky_key(rendered, name):
+    """MX16: one block per pool and sticky key (nginx hashes per block); passive health; a zone shares it."""
+    variant = rendered[name]
+    table = variant["derived"]["routes"]
+    blocks = _upstream_blocks(variant["matrix"])
+    fail_timeout = VARIANTS[name][0].get("nginx_synapse_worker_fail_timeout", _role_default("nginx_synapse_worker_fail_timeout"))
+    for pool in (p for p in table["upstreams"] if p["fallback"]):
+        assert pool["fallback"] == "homeserver" and pool["health_path"] == "/health"
+        keys = {r["policy"]["sticky"] for _v, r in _table_routes(variant) if r.get("upstream") == pool["name"]}
+        names = {_upstream_block(variant, r) for _v, r in _table_routes(variant) if r.get("upstream") == pool["name"]}
+        assert names <= set(blocks) and len(names) == (len(keys) if len(pool["servers"]) > 1 else 1)
+        for block_name in names:
+            body = blocks[block_name]
+            servers = re.findall(r"^\s+server (\S+) max_fails=1 fail_timeout=(\d+)s;", body, re.M)
+            assert servers == [(s["endpoint"], str(fail_timeout)) for s in pool["servers"]]
+            assert "backup" not in body and f"zone {block_name} 64k;" in body
+            sticky = block_name.rpartition("_by_")[2] if "_by_" in block_name else None
+            hashed = re.findall(r"^\s+hash (\S+) consistent;", body, re.M)
+            assert hashed == ([{"user": "$mxedge_sticky_user", "room": "$mxedge_sticky_room", "source": "$remote_addr"}[sticky]]
+                              if sticky else [])
+            assert pool["balance"] == ("roundrobin" if len(pool["servers"]) > 1 else "first")
+            # The balancing directive comes before keepalive (nginx requires it).
+            assert body.index("keepalive") > max(body.find("hash"), body.find("zone"))
+    # The homeserver's pool is as before: no hash, no zone.
+    assert "hash" not in blocks["mxedge_homeserver"] and "zone" not in blocks["mxedge_homeserver"]
+
+
+@pytest.mark.parametrize("name", WORKER_VARIANTS)
+def test_sticky_keys_hash_what_the_table_says(rendered, name):
+    """MX16: user = the Authorization header, else the access_token query parameter; room = the table's regex's first
+    group on the normalised path, else the whole path; source = the client address."""
+    variant = rendered[name]
+    table = variant["derived"]["routes"]
+    text = variant["matrix"]
+    used = {r["policy"]["sticky"] for _v, r in _table_routes(variant, "regex")
+            if len(next(p for p in table["upstreams"] if p["name"] == r["upstream"])["servers"]) > 1}
+    user = re.search(r"^map \$http_authorization \$mxedge_sticky_user \{\n(.*?)^\}", text, re.M | re.S)
+    assert bool(user) == ("user" in used)
+    if user:
+        assert table["sticky"]["user"] == {"header": "Authorization", "query": "access_token"}
+        assert re.findall(r"^\s+(\S+)\s+(\S+);", user.group(1), re.M) == [('""', "$arg_access_token"),
+                                                                          ("default", "$http_authorization")]
+    room = _maps(text).get("$mxedge_sticky_room")
+    assert bool(room) == ("room" in used)
+    if room:
+        assert room == ([(table["sticky"]["room"]["regex"], "$1")], "$uri")
+
+
+def test_room_stickiness_map_is_rendered_for_a_pool_of_several_servers(rendered):
+    """The readers layout has no room-sticky pool of two workers; the live variant has (event creators, room messages)."""
+    variant = rendered["workers_live"]
+    entries, default = _maps(variant["matrix"])["$mxedge_sticky_room"]
+    assert default == "$uri" and len(entries) == 1
+    pattern = _pcre(entries[0][0])
+    assert pattern.search("/_matrix/client/v3/rooms/!abc:example.test/send/m.room.message/1").group(1) == "!abc:example.test"
+    assert pattern.search("/_matrix/client/v3/join/#room:example.test").group(1) == "#room:example.test"
+
+
+@pytest.mark.parametrize("name", WORKER_VARIANTS)
+def test_worker_routes_fall_back_to_the_main_process_only_on_nginx_s_own_errors(rendered, name):
+    """MX16: error_page 502 504 to a named location proxying to the homeserver; the other errors stay the table's (MX11);
+    no proxy_intercept_errors (a worker's own 502 passes through); the fallback only when no worker got the request."""
+    variant = rendered[name]
+    errors = variant["derived"]["routes"]["errors"]
+    for vhost, route in _table_routes(variant, "regex"):
+        block = _vhost_block(variant, vhost)
+        body = _route_body(block, vhost, route)
+        fallback = f"@mxedge_fallback_homeserver_{route['policy']['timeout']}"
+        assert f"error_page 502 504 = {fallback};" in body and "recursive_error_pages on;" in body
+        for status in (s for s in errors if s not in ("502", "504")):
+            assert f"error_page {status} @mxedge_error_{status};" in body
+        assert "error_page 400 =404 /.mxedge-internal/unparsed;" in body
+        named = _locations(block)[("", fallback)]
+        assert "proxy_pass http://mxedge_homeserver;" in named
+        assert re.findall(r"if \(\$mxedge_worker_failed = (\d+)\) \{\s*return (\d+);", named) == [("504", "504"), ("502", "502")]
+        assert f"proxy_read_timeout {_role_default('nginx_proxy_timeout')}s;" in named
+    assert not re.search(r"^\s*proxy_intercept_errors", variant["matrix"] + variant["errors"], re.M)
+    failed = re.search(r'^map "\$upstream_connect_time\|\$upstream_status" \$mxedge_worker_failed \{\n(.*?)^\}',
+                       variant["matrix"], re.M | re.S)
+    entries = [(_nginx_unquote(k), v) for k, v in re.findall(r'^\s+"~((?:[^"\\]|\\.)*)"\s+(\S+);', failed.group(1), re.M)]
+
+    def decide(connect_times, statuses):
+        key = f"{connect_times}|{statuses}"
+        return next((v for k, v in entries if re.search(k, key)), "default")
+
+    assert decide("-, -", "502, 502") == '""'  # both workers refused: the main process answers
+    assert decide("-", "502") == '""'  # no live worker (all marked down)
+    assert decide("0.001, -", "504, 502") == '""'  # the last worker tried was never reached
+    assert decide("0.001", "504") == "504"  # a worker took it and timed out: never resent
+    assert decide("0.000", "502") == "default"  # a worker took it and failed: 502
+
+
+def test_method_restricted_routes_are_rendered_only_with_a_writer_missing(rendered):
+    """MX16: the readers layout has GET-only classes (no account_data, presence, push_rules writer); one_of_each none."""
+    readers = {r["id"] for _v, r in _table_routes(rendered["workers_readers"], "regex") if r["match"]["methods"]}
+    assert readers == {"workers-account-data", "workers-presence", "workers-push-rules"}
+    assert not [r for _v, r in _table_routes(rendered["workers_one_of_each_mas"], "regex") if r["match"]["methods"]]
+
+
+def test_capabilities_declare_what_the_template_renders():
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    capabilities = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["_nginx_capabilities"]
+    assert capabilities["regex"] is True and capabilities["fallback"] is True and capabilities["methods"] is True
+    assert capabilities["sticky"] == ["user", "room", "source"]
+    assert set(capabilities["balance"]) == {"first", "roundrobin"} and capabilities["pool_servers"] == 0
+
+
+# --- live: nginx on loopback, stand-ins for the main process and two workers per pool (MX16) ---
+
+LIVE_HOST = "127.0.2.1"  # nginx listens here; the stand-ins on the variant's 127.0.2.10-12
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every request with {"server": <name>} and records it (HTTP/1.0: one request per connection, so a stopped
+    stand-in has no connection nginx could reuse)."""
+
+    protocol_version = "HTTP/1.0"
+
+    def _answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.server.records.append({"server": self.server.name, "method": self.command, "target": self.path,
+                                    "headers": dict(self.headers.items())})
+        body = json.dumps({"server": self.server.name}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = _answer
+
+    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+        pass
+
+
+class _Standin:
+    """One upstream (the main process or a worker) that the test starts and stops."""
+
+    def __init__(self, name, address, port, records):
+        self.name, self.address, self.port, self.records = name, address, port, records
+        self.server = None
+
+    def start(self):
+        self.server = http.server.ThreadingHTTPServer((self.address, self.port), _Recorder)
+        self.server.name, self.server.records, self.server.daemon_threads = self.name, self.records, True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.server = None
+
+
+def _free_port(address):
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return probe.getsockname()[1]
+
+
+class _Live:
+    """nginx started on loopback from the workers_live tree, and the stand-ins of its upstreams."""
+
+    def __init__(self, variant, tree, tmp):
+        self.variant, self.records, self.standins, self.proc = variant, [], {}, None
+        table = variant["derived"]["routes"]
+        self.ports = {vhost["name"]: _free_port(LIVE_HOST) for vhost in _served(variant)}
+        for pool in table["upstreams"]:
+            for server in pool["servers"]:
+                self.standins.setdefault(server["name"], _Standin(server["name"], server["address"], server["port"], self.records))
+        self.pools = {pool["name"]: {server["name"] for server in pool["servers"]} for pool in table["upstreams"]}
+        key, cert = _test_certificate(tmp)
+        (tree / "mime.types").write_text("types { application/json json; }\n")
+        main = (tree / "nginx.conf").read_text()
+        main = re.sub(r"^user [^;]+;\n", "", main, flags=re.M)
+        main = re.sub(r"^worker_processes [^;]+;", "worker_processes 2;", main, flags=re.M)
+        main = re.sub(r"^pid [^;]+;", f"pid {tmp}/nginx.pid;", main, flags=re.M)
+        main = re.sub(r"^(\s*)(error_log|access_log) [^;]+;", rf"\1\2 {tmp}/\2.log;", main, flags=re.M)
+        (tree / "nginx.conf").write_text(main)
+        conf = tree / "mxedge" / "matrix.conf"
+        text = re.sub(r"(ssl_certificate) \S+;", rf"\1 {cert};", conf.read_text())
+        text = re.sub(r"(ssl_certificate_key) \S+;", rf"\1 {key};", text)
+        text = re.sub(r"access_log \S+ mxedge_matrix;", f"access_log {tmp}/matrix-access.log mxedge_matrix;", text)
+        for vhost in _served(variant):
+            text = re.sub(rf"^(\s*)listen {vhost['port']} ssl", rf"\1listen {LIVE_HOST}:{self.ports[vhost['name']]} ssl", text, flags=re.M)
+        conf.write_text(text)
+        self.conf = tree / "nginx.conf"
+
+    def start(self):
+        for standin in self.standins.values():
+            standin.start()
+        self.proc = subprocess.Popen(["nginx", "-c", str(self.conf), "-g", "daemon off;"],  # pylint: disable=consider-using-with
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("nginx did not start: " + self.proc.stderr.read())
+            try:
+                socket.create_connection((LIVE_HOST, self.ports["client"]), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("nginx did not listen within 20 s")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+        for standin in self.standins.values():
+            if standin.server:
+                standin.stop()
+
+    def request(self, listener, method, raw, headers=None, source=None):
+        """(status, the stand-in that answered or None, its record) of one request through nginx."""
+        mark = len(self.records)
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        conn = http.client.HTTPSConnection(LIVE_HOST, self.ports[listener], context=context, timeout=30,
+                                           source_address=(source, 0) if source else None)
+        try:
+            conn.request(method, raw, body=b"{}" if method in ("PUT", "POST") else None,
+                         headers=dict({"Host": "matrix.example.test"}, **(headers or {})))
+            response = conn.getresponse()
+            body = response.read()
+        finally:
+            conn.close()
+        answered = json.loads(body).get("server") if response.status == 200 else None
+        new = self.records[mark:]
+        assert len(new) == (1 if answered else 0), new
+        return response.status, answered, new[0] if new else None
+
+
+@pytest.fixture(scope="module")
+def live(rendered, tmp_path_factory):
+    nginx = daemon_checks.nginx_for(VARIANTS["workers_live"][1], False)
+    if nginx is None or nginx.image:
+        pytest.skip("the live test starts this machine's nginx (as root); scripts/bootstrap.sh ensure_unit_daemons installs it")
+    tmp = tmp_path_factory.mktemp("nginx-live")
+    tree = tmp / "nginx"
+    shutil.copytree(rendered["workers_live"]["dir"], tree)
+    running = _Live(rendered["workers_live"], tree, tmp)
+    daemon_checks.record(f"nginx {nginx.version} ({nginx.where}): started on loopback")
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def healthy(live):
+    """Every stand-in up, and nginx no longer holding a failure of one against it (fail_timeout), whatever ran before."""
+    restarted = False
+    for standin in live.standins.values():
+        if not standin.server:
+            standin.start()
+            restarted = True
+    if restarted:
+        time.sleep(VARIANTS["workers_live"][0]["nginx_synapse_worker_fail_timeout"] + 0.5)
+    return live
+
+
+LIVE_REQUESTS = [
+    # (listener, method, raw URI, pool whose servers answer: a worker pool, or homeserver for the main process)
+    ("client", "GET", "/_matrix/client/v3/sync?timeout=0&since=s1_2", "workers_sync"),
+    ("client", "GET", "/_matrix/client/r0/initialSync", "workers_sync"),
+    ("client", "PUT", "/_matrix/client/v3/rooms/!a:matrix.example.test/send/m.room.message/t1", "workers_event_creation"),
+    ("client", "POST", "/_matrix/client/v3/join/%23room:matrix.example.test", "workers_event_creation"),
+    ("client", "GET", "/_matrix/client/v3/rooms/!a:matrix.example.test/messages?dir=b&from=t%2F1", "workers_room_messages"),
+    ("client", "GET", "/_matrix/client/v3/publicRooms", "workers_client_reader"),
+    ("client", "POST", "/_matrix/client/v3/keys/upload", "workers_device_lists"),
+    ("client", "GET", "/_matrix/client/v3/presence/@a:matrix.example.test/status", "workers_presence"),
+    ("client", "GET", "/_matrix/client/v3/pushrules/", "workers_push_rules"),
+    ("client", "GET", "/_matrix/client/v3/user/@a:matrix.example.test/account_data/m.direct", "workers_account_data"),
+    # GET-only classes: their other methods, and what no class takes, reach the main process.
+    ("client", "PUT", "/_matrix/client/v3/presence/@a:matrix.example.test/status", "homeserver"),
+    ("client", "PUT", "/_matrix/client/v3/user/@a:matrix.example.test/account_data/m.direct", "homeserver"),
+    ("client", "POST", "/_matrix/client/v3/logout", "homeserver"),
+    ("client", "GET", "/_matrix/client/v3/sync/x", "homeserver"),
+    ("client", "GET", "/_synapse/client/password_reset", "homeserver"),
+    ("client", "GET", "/health", "homeserver"),
+    ("federation", "PUT", "/_matrix/federation/v1/send/txn1", "workers_federation_inbound"),
+    ("federation", "GET", "/_matrix/federation/v1/version", "homeserver"),  # no federation reader here
+]
+
+
+@pytest.mark.parametrize("listener,method,raw,pool", LIVE_REQUESTS)
+def test_live_each_class_reaches_its_pool_and_the_main_process_none_of_them(healthy, listener, method, raw, pool):
+    """MX16 live: the class's pool answers (the main process only what no worker class takes), with the raw URI (MX04),
+    forwarded headers overwritten and the request ID set (MX05)."""
+    status, answered, record = healthy.request(listener, method, raw, {"X-Forwarded-For": "203.0.113.9"})
+    assert status == 200 and answered in healthy.pools[pool], (answered, pool)
+    assert record["target"] == raw and record["method"] == method
+    assert record["headers"]["X-Forwarded-For"].startswith("127.") and record["headers"]["X-Forwarded-Proto"] == "https"
+    assert re.fullmatch(r"[0-9a-f]{32}", record["headers"]["X-Request-ID"])
+
+
+STICKY_CASES = [
+    # (sticky key, listener, method, URI template, what varies: header, source or path)
+    ("user", "client", "GET", "/_matrix/client/v3/sync?timeout=0", "authorization"),
+    ("user", "client", "GET", "/_matrix/client/v3/sync?timeout=0&access_token={key}", "query"),
+    ("room", "client", "PUT", "/_matrix/client/v3/rooms/!{key}:matrix.example.test/send/m.room.message/t{n}", "path"),
+    ("room", "client", "GET", "/_matrix/client/v3/rooms/!{key}:matrix.example.test/messages?from=p{n}", "path"),
+    ("source", "federation", "PUT", "/_matrix/federation/v1/send/t{n}", "source"),
+]
+
+
+@pytest.mark.parametrize("sticky,listener,method,template,varies", STICKY_CASES)
+def test_live_the_same_key_reaches_the_same_worker_and_keys_spread(healthy, sticky, listener, method, template, varies):
+    """MX16 live: user (Authorization, else access_token), room, source: one worker per key, both workers over 16 keys."""
+    chosen = {}
+    for index in range(16):
+        key = f"k{index}x"
+        answered = set()
+        for number in range(3):
+            headers = {"Authorization": f"Bearer {key}"} if varies == "authorization" else {}
+            source = f"127.0.3.{index + 1}" if varies == "source" else None
+            status, server, _record = healthy.request(listener, method, template.format(key=key, n=number), headers, source)
+            assert status == 200
+            answered.add(server)
+        assert len(answered) == 1, (sticky, key, answered)
+        chosen[key] = answered.pop()
+    pool = next(name for name, servers in healthy.pools.items() if set(chosen.values()) <= servers and name != "homeserver")
+    assert len(healthy.pools[pool]) == 2 and set(chosen.values()) == healthy.pools[pool], chosen
+
+
+FALLBACK_CASES = [
+    # (pool, listener, method, raw URI)
+    ("workers_sync", "client", "GET", "/_matrix/client/v3/sync?timeout=0"),
+    ("workers_event_creation", "client", "PUT", "/_matrix/client/v3/rooms/!f:matrix.example.test/send/m.room.message/t1"),
+    ("workers_presence", "client", "GET", "/_matrix/client/v3/presence/@a:matrix.example.test/status"),
+    ("workers_federation_inbound", "federation", "PUT", "/_matrix/federation/v1/send/tf"),
+]
+
+
+@pytest.mark.parametrize("pool,listener,method,raw", FALLBACK_CASES)
+def test_live_the_main_process_answers_while_every_worker_of_the_pool_is_down(healthy, pool, listener, method, raw):
+    """MX16 live: every worker of the pool stopped: the main process answers (the URI as sent); one restarted: after
+    nginx_synapse_worker_fail_timeout the pool answers again, and the main process no more."""
+    workers = sorted(healthy.pools[pool])
+    for name in workers:
+        healthy.standins[name].stop()
+    for attempt in range(3):  # the first finds the workers refusing; then nginx holds them down
+        status, answered, record = healthy.request(listener, method, raw)
+        assert (status, answered) == (200, "main"), attempt
+        assert record["target"] == raw
+    healthy.standins[workers[-1]].start()
+    deadline = time.monotonic() + 10
+    while True:
+        status, answered, _record = healthy.request(listener, method, raw)
+        assert status == 200
+        if answered == workers[-1]:
+            break
+        assert answered == "main" and time.monotonic() < deadline, answered
+        time.sleep(0.2)
+    for attempt in range(3):
+        assert healthy.request(listener, method, raw)[:2] == (200, workers[-1]), attempt
+
+
+def test_live_a_pool_answers_the_table_s_502_when_the_main_process_is_down_too(healthy):
+    """MX11 after MX16: nothing answers: the table's JSON 502 with CORS and Retry-After, from nginx."""
+    stopped = sorted(healthy.pools["workers_sync"]) + ["main"]
+    for name in stopped:
+        healthy.standins[name].stop()
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    conn = http.client.HTTPSConnection(LIVE_HOST, healthy.ports["client"], context=context, timeout=30)
+    try:
+        conn.request("GET", "/_matrix/client/v3/sync", headers={"Host": "matrix.example.test"})
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    assert response.status == 502
+    assert json.loads(body) == json.loads(healthy.variant["derived"]["routes"]["errors"]["502"]["body"])
+    assert response.getheader("Access-Control-Allow-Origin") == "*" and response.getheader("Retry-After") == "5"
+
+
+@pytest.mark.parametrize("raw", ISSUE_18)
+@pytest.mark.parametrize("name", WORKER_VARIANTS)
+def test_no_admin_bypass_through_a_worker_route(rendered, name, raw):
+    """MX04, MX06 with the worker routes nested in /_matrix: nothing that names the admin API raw is forwarded."""
+    variant = rendered[name]
+    assert _nginx_worker_answer(variant, _table_vhost(variant, "client"), raw) in (403, 404), raw
