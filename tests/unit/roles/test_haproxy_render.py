@@ -14,6 +14,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 
 import daemon_checks
 import pytest
@@ -25,6 +26,8 @@ TLS = {
     "matrix_tls_certificate": "/etc/ssl/mxedge-test/fullchain.pem",
     "matrix_tls_certificate_key": "/etc/ssl/mxedge-test/privkey.pem",
 }
+# The hosts of the worker variants (MX16): matrix_worker_hosts.
+WORKER_HOSTS = {"hs1": "10.0.0.1", "hs2": "10.0.0.2"}
 # The variants below are the role owning haproxy.cfg (matrix_proxy_mode=dedicated);
 # the alongside ones (ALONGSIDE) render the role's own file next to an operator's.
 COMMON = dict(TLS, matrix_proxy_mode="dedicated")
@@ -100,7 +103,40 @@ VARIANTS = {
     # `haproxy -c` resolves server names (libc, at parse time): the DNS-name upstream is
     # "localhost", which resolves on any machine, not an internal name that would not.
     "services": dict(SERVICE_VARIABLES, matrix_rtc_jwt_upstream="http://localhost:8081", mx_ipv6=True),
+    # Synapse workers (MX16) on two hosts, federation on 8448: the "readers" layout (two sync and
+    # two federation readers, one client reader and one inbound federation worker).
+    "workers_readers": {
+        "matrix_server_name": "other.test",
+        "matrix_worker_hosts": WORKER_HOSTS,
+        "matrix_workers": "{{ 'readers' | mxedge.matrix.synapse_worker_layout(['hs1', 'hs2']) }}",
+        "mx_ipv6": False,
+    },
+    # One worker of each type (stream writers too) behind the e2e hs1's single port 443: the
+    # federation classes are routes of the client listener.
+    "workers_one_of_each": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_federation_port": 443,
+        "matrix_admin_allowed_networks": ["127.0.0.0/8"],
+        "matrix_worker_hosts": WORKER_HOSTS,
+        "matrix_workers": "{{ 'one_of_each' | mxedge.matrix.synapse_worker_layout(['hs1', 'hs2']) }}",
+        "mx_ipv6": True,
+    },
+    # Two workers in every pool the live test drives (each sticky key, and one without).
+    "workers_live": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_worker_hosts": WORKER_HOSTS,
+        "matrix_workers": [
+            {"name": f"{kind}{n}", "type": worker_type, "host": f"hs{n}", "port": port}
+            for kind, worker_type, port in (("sync", "sync", 18101), ("creator", "event_creator", 18102),
+                                            ("inbound", "federation_inbound", 18103), ("reader", "client_reader", 18104))
+            for n in (1, 2)
+        ],
+        "mx_ipv6": False,
+    },
 }
+WORKERS = [name for name, v in VARIANTS.items() if v.get("matrix_workers")]
 ACME = [name for name, v in VARIANTS.items() if v.get("matrix_tls_source") == "acme"]
 
 PLAYBOOK = """
@@ -426,6 +462,8 @@ def test_rendered_configuration_cites_every_behaviour_of_the_contract(rendered, 
         not_applicable.add("MX13")  # no matrix_mas_url
     if not {"rtc_jwt", "rtc_sfu"} & services:
         not_applicable.add("MX14")  # no matrix_rtc_*_url
+    if not any("MX16" in r["behaviours"] for r in routes):
+        not_applicable.add("MX16")  # no matrix_workers
     comments = [line for line in variant["cfg"].splitlines() if line.strip().startswith("#")]
     cited = {i for line in comments for i in re.findall(r"\bMX\d\d\b", line)}
     assert cited <= set(BEHAVIOURS), cited - set(BEHAVIOURS)
@@ -1308,3 +1346,339 @@ def test_preflight_refuses_alongside_conflicts(tmp_path, name):
     for fragment in fragments:
         assert fragment in output, (fragment, output[-3000:])
     assert operator.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------
+# Synapse workers (MX16): the worker routes and pools of the WORKERS variants.
+
+def _pools(variant):
+    return {pool["name"]: pool for pool in variant["facts"]["routes"]["upstreams"]}
+
+
+def _worker_routes(variant):
+    """[(vhost, route)] of the variant's worker routes (regex, MX16), in table order."""
+    return [(vhost, route) for vhost in variant["facts"]["routes"]["vhosts"] for route in vhost["routes"]
+            if "MX16" in route["behaviours"]]
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_worker_routes_match_synapses_patterns_in_table_order(rendered, name):
+    """MX16, MX04: each worker route matches the table's alternation on the normalised path (case-sensitive, as
+    Synapse does), checks the raw URI against its raw_regex, is chosen in table order before the homeserver's
+    /_matrix route, restricted to the class's methods, and forwards to its pool."""
+    variant = rendered[name]
+    workers = _worker_routes(variant)
+    assert workers
+    for vhost, route in workers:
+        lines = _route_frontend(variant["cfg"], vhost)
+        key = f"{vhost['name']}_{route['id']}"
+        assert route["match"]["kind"] == "regex" and route["id"].startswith("workers-")
+        assert [line for line in lines if line.startswith(f"acl mx_path_{key} ")] == [
+            f"acl mx_path_{key} var(txn.mx_path) -m reg {_quoted(route['match']['pattern'])}"]
+        assert f"acl mx_raw_{key} pathq -m reg {_quoted(route['match']['raw_regex'])}" in lines
+        methods = f" {{ method {' '.join(route['match']['methods'])} }}" if route["match"]["methods"] else ""
+        selection = [line for line in lines if line.startswith("http-request set-var(txn.mx_route) ")]
+        rule = (f"http-request set-var(txn.mx_route) str({vhost['name']}.{route['id']}) if mx_vhost_{vhost['name']} "
+                f"!{{ var(txn.mx_route) -m found }} mx_path_{key}{methods}")
+        assert rule in selection, rule
+        homeserver = next(i for i, line in enumerate(selection) if f"str({vhost['name']}.api-matrix)" in line
+                          or f"str({vhost['name']}.federation-matrix)" in line)
+        assert selection.index(rule) < homeserver, key
+        assert f"use_backend be_matrix_{route['upstream']} if mx_route_{key}" in lines
+        # MX08 the listener's body limit, as for the homeserver's routes.
+        assert f"http-request set-var(txn.mx_body_limit) int({route['policy']['body_limit']}) if mx_route_{key}" in lines
+        assert route["policy"]["timeout"] == "long_poll"   # timeout server of the defaults covers it
+    ordered = [f"str({v['name']}.{r['id']})" for v, r in workers]
+    chosen = [line.split()[2] for v in {v["port"]: v for v, _r in workers}.values()
+              for line in _route_frontend(variant["cfg"], v) if line.startswith("http-request set-var(txn.mx_route)")]
+    assert [rule for rule in chosen if rule in ordered] == ordered
+
+
+# The sample expressions each sticky key stores in txn.mx_sticky, in order (the first that yields wins).
+STICKY_SAMPLES = {
+    "user": ["'req.fhdr(Authorization)'", "'url_param(access_token)'"],
+    "room": ["'var(txn.mx_path),regsub(\"^/_matrix/client/[^/]+/(?:rooms|join|knock)/([^/]+).*\",\"\\1\")'"],
+    "source": ["'src'"],
+}
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_worker_routes_set_their_sticky_key_and_pools_hash_it(rendered, name):
+    """MX16: a sticky route stores its key (user: Authorization, else access_token; room: the regex group on the
+    path; source: the address) in txn.mx_sticky; its pool hashes it consistently when it has several workers,
+    else balances as the table says. Routes without a key set nothing."""
+    variant = rendered[name]
+    table = variant["facts"]["routes"]
+    assert table["sticky"]["room"]["regex"] == "^/_matrix/client/[^/]+/(?:rooms|join|knock)/([^/]+)"
+    assert table["sticky"]["user"] == {"header": "Authorization", "query": "access_token"}
+    sections, pools = _sections(variant["cfg"]), _pools(variant)
+    sticky_pools = set()
+    for vhost, route in _worker_routes(variant):
+        key = f"{vhost['name']}_{route['id']}"
+        lines = _route_frontend(variant["cfg"], vhost)
+        stored = [line for line in lines if line.startswith("http-request set-var(txn.mx_sticky) ") and f" if mx_route_{key}" in line]
+        sticky = route["policy"]["sticky"]
+        expected = [f"http-request set-var(txn.mx_sticky) {sample} if mx_route_{key}" + ("" if i == 0 else " !{ var(txn.mx_sticky) -m found }")
+                    for i, sample in enumerate(STICKY_SAMPLES.get(sticky, []))]
+        assert stored == expected, key
+        if sticky:
+            sticky_pools.add(route["upstream"])
+    assert sticky_pools
+    for pool in pools.values():
+        if not pool["fallback"]:
+            continue
+        backend = sections[f"backend be_matrix_{pool['name']}"]
+        balance = [line for line in backend if line.startswith(("balance ", "hash-type "))]
+        if pool["name"] in sticky_pools and len(pool["servers"]) > 1:
+            assert balance == ["balance hash var(txn.mx_sticky)", "hash-type consistent sdbm avalanche"], pool["name"]
+        else:
+            assert balance == [f"balance {pool['balance']}"], pool["name"]
+            assert pool["balance"] == ("first" if len(pool["servers"]) == 1 else "roundrobin")
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_worker_pools_are_health_checked_and_fall_back_to_the_main_process(rendered, name):
+    """MX16, MX07: every worker is checked on /health and marked down at its first refused connection
+    (the request is redispatched); the main process is the backup server of every worker pool, its
+    state that of the homeserver pool's own checks (track)."""
+    variant = rendered[name]
+    sections, pools = _sections(variant["cfg"]), _pools(variant)
+    main = pools["homeserver"]["servers"][0]
+    workers = [pool for pool in pools.values() if pool["fallback"]]
+    assert workers and all(pool["fallback"] == "homeserver" and pool["name"].startswith("workers_") for pool in workers)
+    for pool in workers:
+        backend = sections[f"backend be_matrix_{pool['name']}"]
+        assert "option httpchk" in backend and "option redispatch 1" in backend
+        assert f"http-check send meth GET uri {pool['health_path']} ver HTTP/1.1 hdr Host " in " ".join(backend) + " "
+        servers = [line for line in backend if line.startswith("server ")]
+        assert servers == [
+            f"server {s['name']} {s['endpoint']} check inter 5s fastinter 1s downinter 2s fall 3 rise 1 "
+            "observe layer4 error-limit 1 on-error mark-down" for s in pool["servers"]
+        ] + [f"server homeserver_{main['name']} {main['endpoint']} backup track be_matrix_homeserver/{main['name']}"]
+    # The homeserver's own pool: no backup, no observe (nothing to fail over to).
+    assert not any("backup" in line or "observe" in line for line in sections["backend be_matrix_homeserver"])
+
+
+def test_workers_are_routed_on_the_federation_listener_too(rendered):
+    """MX16, MX02: the federation classes are routes of the federation listener (8448), or of the client
+    listener when federation shares its port; media is on both."""
+    readers = _frontends(rendered["workers_readers"]["cfg"])
+    assert "use_backend be_matrix_workers_federation_inbound if mx_route_federation_workers-federation-inbound" in readers[8448]
+    assert "use_backend be_matrix_workers_federation_reader if mx_route_federation_workers-federation-reader" in readers[8448]
+    assert not any("workers_sync" in line for line in readers[8448])
+    single = _frontends(rendered["workers_one_of_each"]["cfg"])
+    assert list(single) == [443]
+    for pool in ("federation_inbound", "federation_reader", "media", "sync", "typing"):
+        assert any(line.startswith(f"use_backend be_matrix_workers_{pool} if mx_route_client_workers-") for line in single[443]), pool
+
+
+def test_capabilities_cover_what_the_worker_variants_ask_for(rendered):
+    """The role's _haproxy_capabilities claim what the template renders (proxy_common's preflight let the
+    worker variants through, so the render fixture would have failed otherwise)."""
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    caps = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["_haproxy_capabilities"]
+    assert caps["regex"] is True and caps["fallback"] is True and caps["pool_servers"] == 0
+    assert sorted(caps["sticky"]) == ["room", "source", "user"] and sorted(caps["balance"]) == ["first", "roundrobin"]
+    asked = {r["policy"]["sticky"] for name in WORKERS for _v, r in _worker_routes(rendered[name])} - {None}
+    assert asked == {"user", "room", "source"}
+
+
+# A stand-in for the main process or one worker: `standin.py NAME ADDRESS PORT RECORD`. Answers
+# {"name": NAME}; appends one JSON line per request to RECORD (its name, method, path as
+# received, the headers the contract cares about). Health checks (/health) are not recorded.
+WORKER_STANDIN = r"""
+import http.server, json, sys
+name, address, port, record = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+class Standin(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path != "/health":
+            with open(record, "a") as log:
+                log.write(json.dumps({"name": name, "method": self.command, "path": self.path,
+                                      "xff": self.headers.get_all("X-Forwarded-For"),
+                                      "rid": self.headers.get("X-Request-ID"), "host": self.headers.get("Host")}) + "\n")
+        body = json.dumps({"name": name}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_POST = do_PUT = do_GET
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((address, port), Standin).serve_forever()
+"""
+
+# Runs as PID 1 of a network and PID namespace of its own (everything it starts dies with it):
+# loopback with the worker hosts' and the clients' addresses, the stand-ins of plan.json, HAProxy;
+# then the requests of the live test. Prints one JSON document: what answered each request.
+WORKERS_DRIVER = r"""
+import http.client, json, os, socket, ssl, subprocess, sys, time
+scratch = os.environ["SCRATCH"]
+plan = json.load(open(os.path.join(scratch, "plan.json")))
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+for address in plan["addresses"]:
+    subprocess.run(["ip", "addr", "add", address + "/32", "dev", "lo"], check=True)
+def until(test, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if test():
+            return True
+        time.sleep(0.2)
+    return False
+standins = {}
+def start(server):
+    standins[server["name"]] = subprocess.Popen([sys.executable, os.path.join(scratch, "standin.py"), server["name"],
+                                                 server["address"], str(server["port"]), os.path.join(scratch, "record.jsonl")],
+                                                stderr=subprocess.DEVNULL)
+def listening(server):
+    try:
+        socket.create_connection((server["address"], server["port"]), timeout=1).close()
+        return True
+    except OSError:
+        return False
+def stop(name):
+    standins[name].kill()
+    standins[name].wait()
+for server in plan["servers"]:
+    start(server)
+# Every stand-in listening before HAProxy starts: a server's first failed check marks it down.
+until(lambda: all(listening(server) for server in plan["servers"]), 10)
+log = open(os.path.join(scratch, "haproxy.log"), "w")
+haproxy = subprocess.Popen(["haproxy", "-db", "-f", os.path.join(scratch, "haproxy.cfg")], stdout=log, stderr=subprocess.STDOUT)
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+def ask(path, port=443, source="127.0.0.1", method="GET", headers=None, body=None):
+    try:
+        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, source_address=(source, 0), timeout=10)
+        connection.request(method, path, body=body, headers=dict({"Host": plan["fqdn"]}, **(headers or {})))
+        response = connection.getresponse()
+        data = response.read().decode()
+        connection.close()
+    except OSError as error:
+        return [0, str(error)]
+    try:
+        return [response.status, json.loads(data).get("name") or data]
+    except ValueError:
+        return [response.status, data]
+def sync(token):
+    return ask("/_matrix/client/v3/sync?timeout=0", headers={"Authorization": "Bearer " + token})
+result = {"ready": until(lambda: ask("/_matrix/client/versions")[0] == 200)}
+tokens = ["syt_user%d_token" % n for n in range(12)]
+rooms = ["!room%d:example.test" % n for n in range(12)]
+sources = plan["clients"]
+result["sync"] = {t: [sync(t) for _n in range(3)] for t in tokens}
+result["sync_query"] = {t: [ask("/_matrix/client/v3/sync?access_token=" + t) for _n in range(3)] for t in tokens}
+result["send"] = {r: [ask("/_matrix/client/v3/rooms/%s/send/m.room.message/txn%d" % (r, n), method="PUT", body=b"{}")
+                      for n in range(3)] for r in rooms}
+result["messages"] = {r: [ask("/_matrix/client/v3/rooms/%s/messages?dir=b&from=%d" % (r, n)) for n in range(3)] for r in rooms}
+result["inbound"] = {s: [ask("/_matrix/federation/v1/send/txn%d" % n, port=8448, source=s, method="PUT", body=b"{}")
+                         for n in range(3)] for s in sources}
+result["reader"] = [ask("/_matrix/client/versions") for _n in range(6)]
+result["main"] = [ask(path) for path in plan["main_paths"]] + [ask("/_matrix/federation/v1/version", port=8448)]
+result["raw"] = ask("/_matrix/client/v3//sync")
+result["too_large"] = ask("/_matrix/client/v3/rooms/!big:example.test/send/m.room.message/t", method="PUT",
+                          body=b"x" * 2000000)
+result["forged"] = sync("forged")
+result["forged_xff"] = ask("/_matrix/client/v3/sync", headers={"X-Forwarded-For": "6.6.6.6", "X-Request-ID": "forged",
+                                                              "Authorization": "Bearer forged"})
+with open(os.path.join(scratch, "record.jsonl")) as records:
+    result["record_before"] = [json.loads(line) for line in records]
+# Every sync worker stopped: the main process answers /sync; one back: the pool again.
+for name in plan["sync_workers"]:
+    stop(name)
+start_down = time.monotonic()
+result["fallback_reached"] = until(lambda: sync(tokens[0])[1] == "main")
+result["fallback_seconds"] = time.monotonic() - start_down
+result["fallback"] = [sync(t) for t in tokens]
+start(next(s for s in plan["servers"] if s["name"] == plan["sync_workers"][-1]))
+start_up = time.monotonic()
+result["back_reached"] = until(lambda: sync(tokens[0])[1] != "main")
+result["back_seconds"] = time.monotonic() - start_up
+result["back"] = [sync(t) for t in tokens]
+haproxy.kill()
+print(json.dumps(result))
+"""
+
+
+def _live_plan(variant):
+    """What the driver starts and asks: every server of the table's pools on its address, the clients' addresses."""
+    pools = _pools(variant)
+    servers = {s["name"]: {"name": s["name"], "address": s["address"], "port": s["port"]} for pool in pools.values()
+               if pool["name"] == "homeserver" or pool["fallback"] for s in pool["servers"]}
+    servers = [servers[name] for name in sorted(servers)]
+    clients = [f"10.9.9.{n}" for n in range(1, 9)]
+    return {
+        "fqdn": VARIANTS["workers_live"]["matrix_homeserver_fqdn"],
+        "servers": servers,
+        "addresses": sorted({s["address"] for s in servers} - {"127.0.0.1"}) + clients,
+        "clients": clients,
+        "sync_workers": [s["name"] for s in pools["workers_sync"]["servers"]],
+        # Client endpoints no worker of this deployment serves (receipts have no writer; keys).
+        "main_paths": ["/_matrix/client/v3/rooms/!room1:example.test/read_markers", "/_matrix/key/v2/server"],
+    }
+
+
+@pytest.mark.skipif(not all(shutil.which(tool) for tool in ("haproxy", "openssl", "unshare", "ip")),
+                    reason="needs haproxy, openssl, unshare and ip")
+def test_haproxy_routes_worker_classes_sticks_and_falls_back_live(rendered, tmp_path):
+    """MX16, MX04, MX05, MX08 live: a real HAProxy on the "workers_live" configuration (body limit lowered to
+    1 MiB), stand-ins for the main process and two workers per pool. Each class reaches its pool; one
+    access token (header or query) always the same sync worker while tokens spread; one room always the
+    same worker; one remote address always the same inbound federation worker; with every sync worker
+    stopped the main process answers, and the pool again once one is back; the main process sees none of
+    the routed classes while the pools are up."""
+    if subprocess.run(["unshare", "--net", "--pid", "--fork", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("unshare --net --pid is not permitted here")
+    variant = rendered["workers_live"]
+    _install_test_certificate(variant, tmp_path)
+    cfg = variant["cfg"].replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock"))
+    assert "int(52428800)" in cfg
+    (tmp_path / "haproxy.cfg").write_text(cfg.replace("int(52428800)", "int(1048576)"))
+    (tmp_path / "standin.py").write_text(WORKER_STANDIN)
+    (tmp_path / "driver.py").write_text(WORKERS_DRIVER)
+    plan = _live_plan(variant)
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    proc = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", sys.executable, str(tmp_path / "driver.py")],
+                          env=dict(os.environ, SCRATCH=str(tmp_path)), capture_output=True, text=True, timeout=180,
+                          check=False)
+    daemon_checks.record(f"HAProxy {daemon_checks.host_version('haproxy')} (this machine): "
+                         "worker pools, stickiness and fallback answering (unshare --net --pid)")
+    logs = proc.stderr[-3000:] + (tmp_path / "haproxy.log").read_text()[-3000:]
+    assert proc.returncode == 0 and proc.stdout.strip(), logs
+    result = json.loads(proc.stdout)
+    assert result["ready"], logs
+    pools = _pools(variant)
+
+    def workers(pool):
+        return {s["name"] for s in pools[pool]["servers"]}
+
+    for key, pool in (("sync", "workers_sync"), ("sync_query", "workers_sync"), ("send", "workers_event_creation"),
+                      ("messages", "workers_room_messages"), ("inbound", "workers_federation_inbound")):
+        answered = {item: {name for status, name in answers if status == 200} for item, answers in result[key].items()}
+        assert all(len(answers) == 3 and all(a[0] == 200 for a in answers) for answers in result[key].values()), (key, result[key])
+        # The same key: always the same worker of the pool; different keys: both workers.
+        assert all(len(names) == 1 for names in answered.values()), (key, answered)
+        assert set().union(*answered.values()) == workers(pool), (key, answered)
+    assert {name for status, name in result["reader"] if status == 200} == workers("workers_client_reader")
+    assert all(status == 200 for status, _name in result["reader"])
+    assert result["main"] == [[200, "main"]] * len(result["main"]), result["main"]
+    errors = variant["facts"]["routes"]["errors"]
+    assert result["raw"] == [404, errors["404"]["body"]]
+    assert result["too_large"] == [413, errors["413"]["body"]]
+    # MX05 on a worker: X-Forwarded-For overwritten, the proxy's own request ID, the Host as sent.
+    forged = [r for r in result["record_before"] if r["path"] == "/_matrix/client/v3/sync"]
+    assert len(forged) == 1 and forged[0]["name"] == result["forged"][1], forged
+    assert forged[0]["xff"] == ["127.0.0.1"] and forged[0]["rid"] and forged[0]["rid"] != "forged"
+    assert forged[0]["host"] == plan["fqdn"]
+    # The main process got only what no worker serves, while the pools were up.
+    main_paths = sorted(r["path"] for r in result["record_before"] if r["name"] == "main")
+    assert main_paths == sorted(plan["main_paths"] + ["/_matrix/federation/v1/version"]), main_paths
+    # Every sync worker down: the main process answers every token; one back: the pool answers them all.
+    assert result["fallback_reached"] and result["fallback"] == [[200, "main"]] * 12, (result["fallback"], logs)
+    back = plan["sync_workers"][-1]
+    assert result["back_reached"] and result["back"] == [[200, back]] * 12, (result["back"], logs)
+    assert result["back_seconds"] < 10, result["back_seconds"]
