@@ -14,11 +14,13 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
+import urllib.parse
 
 import daemon_checks
 import pytest
 from ansible_collections.mxedge.matrix.plugins.module_utils.matrix_routes import (
-    BEHAVIOURS, MAS_COMPAT_ENDPOINTS, MAS_COMPAT_VERSIONS)
+    BEHAVIOURS, MAS_COMPAT_ENDPOINTS, MAS_COMPAT_VERSIONS, routes_to)
 from render import OPERATOR_SITE_VARIABLES, SERVICE_VARIABLES, render
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -89,6 +91,36 @@ VARIANTS = {
     # name that does not resolve here: `caddy adapt` and `caddy validate` do not resolve upstream
     # names (Caddy dials them per request).
     "services": dict(SERVICE_VARIABLES, matrix_rtc_jwt_upstream="http://hs.internal:8081", mx_ipv6=True),
+    # MX16: Synapse workers on two hosts, routed by endpoint class to pools of their own; the readers
+    # layout (two sync workers sticky by user, a room-sticky class, source-sticky inbound federation)
+    # on two ports, and one worker of each type in single-port mode (the federation classes on the client site).
+    "workers_readers": {
+        "matrix_server_name": "example.test",
+        "matrix_homeserver_fqdn": "matrix.example.test",
+        "matrix_worker_hosts": {"hs1": "10.0.0.1", "hs2": "10.0.0.2"},
+        "matrix_workers": "{{ 'readers' | mxedge.matrix.synapse_worker_layout(['hs1', 'hs2']) }}",
+        "mx_ipv6": True,
+    },
+    # Two workers per pool on loopback addresses of their own (the live test below runs them), health checked every second.
+    "workers_live": {
+        "matrix_server_name": "matrix.example.test",
+        "matrix_worker_hosts": {"hs1": "127.0.0.2", "hs2": "127.0.0.3"},
+        "matrix_workers": [{"name": f"{kind}{n}", "type": worker_type, "host": f"hs{n}", "port": port}
+                           for kind, worker_type, port in (("sync", "sync", 18101), ("creator", "event_creator", 18102),
+                                                           ("fedin", "federation_inbound", 18103),
+                                                           ("reader", "client_reader", 18104))
+                           for n in (1, 2)],
+        "caddy_health_check_interval": 1,
+        "mx_ipv6": False,
+    },
+    "workers_one_of_each_single_port": {
+        "matrix_server_name": "matrix.example.test",
+        "matrix_federation_port": 443,
+        "matrix_worker_hosts": {"hs1": "10.0.0.1", "hs2": "10.0.0.2"},
+        "matrix_workers": "{{ 'one_of_each' | mxedge.matrix.synapse_worker_layout(['hs1', 'hs2']) }}",
+        "caddy_access_log": False,
+        "mx_ipv6": False,
+    },
 }
 
 PLAYBOOK = """
@@ -184,6 +216,22 @@ def _snippet(route):
             + ("_tunnel" if policy["timeout"] == "tunnel" else ""))
 
 
+def _matcher_body(route):
+    """The named matcher of a route as rendered: its path or path_regexp (MX16), then its methods."""
+    match = route["match"]
+    path = match["path"]
+    if match["kind"] == "regex":
+        lines = [f"path_regexp `{match['pattern']}`"]
+    elif match["kind"] == "prefix":
+        # A prefix ending in "/" ("/", a whole host) is itself and everything below it.
+        lines = [f"path {path} {path.rstrip('/')}/*"]
+    else:
+        lines = [f"path {path}"]
+    if match["methods"]:
+        lines.append("method " + " ".join(match["methods"]))
+    return "\n\t\t".join(lines)
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_starts_with_the_managed_header(rendered, name):
     assert rendered[name]["caddyfile"].startswith("#\n# Ansible managed")
@@ -241,10 +289,7 @@ def test_every_site_renders_the_route_table_in_order(rendered, name):
         assert [matcher for matcher, _m, _h in handles] == [
             "mxedge_matrix_" + re.sub(r"[^A-Za-z0-9]", "_", route["id"]) for route in vhost["routes"]]
         for route, (matcher, match, handle) in zip(vhost["routes"], handles):
-            path = route["match"]["path"]
-            # A prefix ending in "/" ("/", a whole host) is itself and everything below it.
-            expected = f"path {path} {path.rstrip('/')}/*" if route["match"]["kind"] == "prefix" else f"path {path}"
-            assert match.strip() == expected, matcher
+            assert match.strip() == _matcher_body(route), matcher
             if route["action"] == "refuse":
                 assert handle.strip() == f"error {route['status']}", matcher
             elif route["action"] == "static":
@@ -498,6 +543,437 @@ def test_caddy_adapts_the_service_sites_to_host_routes_with_their_timeouts(rende
         assert f'"read_timeout": {seconds * 10**9}' in text and f'"write_timeout": {seconds * 10**9}' in text, host
 
 
+# MX16: Synapse workers. What lb_policy each stickiness key (or, without one, the pool's balance) becomes.
+WORKER_VARIANTS = [name for name in VARIANTS if name.startswith("workers_")]
+ROOM_HEADER = "X-Mxedge-Matrix-Room"
+LB_POLICIES = {
+    "user": "header Authorization",
+    "room": f"header {ROOM_HEADER}",
+    "source": "ip_hash",
+    "first": "first",
+    "roundrobin": "round_robin",
+}
+
+
+def _pools(variant):
+    return {pool["name"]: pool for pool in variant["routes"]["upstreams"]}
+
+
+def _worker_routes(variant):
+    return [(vhost, route) for vhost, route in _forward_routes(variant) if _pools(variant)[route["upstream"]]["fallback"]]
+
+
+@pytest.mark.parametrize("name", WORKER_VARIANTS)
+def test_worker_routes_set_their_fallback_and_stickiness(rendered, name):
+    """MX16: each worker route names its pool's fallback, carries the room for room stickiness, then imports its pool."""
+    variant = rendered[name]
+    text = variant["caddyfile"]
+    room_regex = variant["routes"]["sticky"]["room"]["regex"]
+    routes = _worker_routes(variant)
+    assert {route["policy"]["sticky"] for _vhost, route in routes} >= {"user", "room", "source"}
+    for vhost, route in routes:
+        handles = {matcher: handle for matcher, _match, handle in _handles(_site_of(text, vhost))}
+        matcher = "mxedge_matrix_" + re.sub(r"[^A-Za-z0-9]", "_", route["id"])
+        handle = handles[matcher]
+        pool = _pools(variant)[route["upstream"]]
+        assert f"\t\tvars mxedge_matrix_fallback {pool['fallback']}\n" in handle, matcher
+        assert handle.rstrip().endswith(f"import {_snippet(route)}"), matcher
+        assert "MX16" in route["behaviours"] and f"# {' '.join(route['behaviours'])} route {route['id']}: regex " in text
+        if route["policy"]["sticky"] == "room":
+            block = re.search(r"\n\t\troute \{\n(.*?)\n\t\t\}\n", handle, re.S).group(1).splitlines()
+            assert [line.strip() for line in block] == [
+                f"@{matcher}_room path_regexp mxedge_matrix_room `{room_regex}`",
+                f"request_header {ROOM_HEADER} {{path}}",  # whatever the client sent is overwritten
+                f"request_header @{matcher}_room {ROOM_HEADER} {{re.mxedge_matrix_room.1}}",
+            ]
+        else:
+            assert ROOM_HEADER not in handle, matcher
+    # The homeserver's own routes name no fallback.
+    for vhost, route in _forward_routes(variant):
+        if route["upstream"] == "homeserver":
+            handle = {m: h for m, _x, h in _handles(_site_of(text, vhost))}["mxedge_matrix_" + re.sub(r"[^A-Za-z0-9]", "_", route["id"])]
+            assert "mxedge_matrix_fallback" not in handle, route["id"]
+
+
+@pytest.mark.parametrize("name", WORKER_VARIANTS)
+def test_worker_pools_balance_check_health_and_keep_the_forwarding(rendered, name):
+    """MX16, MX05, MX07, MX08: one snippet per worker pool and stickiness: its workers, lb_policy by the sticky key
+    (else by balance), active and passive health checks, retries instead of waiting, and the homeserver's forwarding."""
+    variant = rendered[name]
+    blocks = _blocks(variant["caddyfile"])
+    timeout = VARIANTS[name].get("caddy_upstream_timeout", 600)
+    checked = 0
+    for _vhost, route in _worker_routes(variant):
+        pool = _pools(variant)[route["upstream"]]
+        upstream = blocks[f"({_snippet(route)})"]
+        endpoints = " ".join(server["endpoint"] for server in pool["servers"])
+        assert upstream.strip().startswith(f"reverse_proxy {endpoints} {{"), route["id"]
+        policy = LB_POLICIES[route["policy"]["sticky"] or pool["balance"]]
+        assert re.findall(r"^\t\tlb_policy (.+)$", upstream, re.M) == [policy], route["id"]
+        assert ("header_up -" + ROOM_HEADER in upstream) == (route["policy"]["sticky"] == "room")
+        interval = VARIANTS[name].get("caddy_health_check_interval", 5)
+        for line in ("header_up -Forwarded", "header_up X-Real-IP {remote_host}", "header_up X-Request-ID {http.request.uuid}",
+                     "versions 1.1", f"read_timeout {timeout}s", f"health_uri {pool['health_path']}", f"health_interval {interval}s",
+                     "fail_duration 10s", "max_fails 1"):
+            assert f"\t{line}\n" in upstream, (route["id"], line)
+        retries = re.findall(r"lb_retries (\d+)", upstream)
+        assert retries == ([str(len(pool["servers"]) - 1)] if len(pool["servers"]) > 1 else []), route["id"]
+        # A pool with a fallback does not make requests wait for a worker.
+        assert not re.search(r"^\t\tlb_try_duration", upstream, re.M), route["id"]
+        checked += 1
+    assert checked >= 8
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_only_sites_with_worker_routes_fall_back(rendered, name):
+    """MX16, MX11: the sites with worker routes use the errors snippet whose first branch sends a worker route's
+    request to its pool's fallback when the pool is down; every other error is the table's Matrix JSON as before."""
+    variant = rendered[name]
+    text = variant["caddyfile"]
+    blocks = _blocks(text)
+    workers = {vhost["name"] for vhost, _route in _worker_routes(variant)}
+    assert bool(workers) == (name in WORKER_VARIANTS)
+    for vhost in variant["routes"]["vhosts"]:
+        site = _site_of(text, vhost)
+        imports = re.findall(r"^\timport (mxedge_matrix_(?:site|errors)\w*)$", site, re.M)
+        suffix = "_workers" if vhost["name"] in workers else ""
+        assert imports == [("mxedge_matrix_site" if vhost["tls"] else "mxedge_matrix_errors") + suffix], vhost["name"]
+    if not workers:
+        assert "(mxedge_matrix_errors_workers)" not in blocks and "mxedge_matrix_fallback" not in text
+        return
+    plain, fallback = blocks["(mxedge_matrix_errors)"], blocks["(mxedge_matrix_errors_workers)"]
+    head, rest = fallback.split("\t\t@mxedge_matrix_error_", 1)
+    assert rest == plain.split("\t\t@mxedge_matrix_error_", 1)[1]
+    code = [line.strip() for line in head.splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert code == [
+        "handle_errors {",
+        '@mxedge_matrix_fallback_homeserver expression `{http.vars.mxedge_matrix_fallback} == "homeserver" && '
+        '({http.error.status_code} == 503 && {http.error.message} == "no upstreams available" || '
+        '{http.error.status_code} == 502 && {http.error.message}.startsWith("dial"))`',
+        "handle @mxedge_matrix_fallback_homeserver {",
+        "import mxedge_matrix_upstream_homeserver",
+        "}",
+    ]
+    assert "(mxedge_matrix_upstream_homeserver)" in blocks
+    assert blocks["(mxedge_matrix_site_workers)"] == re.sub(
+        r"^\timport mxedge_matrix_errors$", "\timport mxedge_matrix_errors_workers", blocks["(mxedge_matrix_site)"], flags=re.M)
+
+
+def _adapted_proxies(config):
+    """Every reverse_proxy handler of an adapted configuration, wherever it is nested (routes, handle_errors)."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("handler") == "reverse_proxy":
+                found.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(config)
+    return found
+
+
+@pytest.mark.skipif(not shutil.which("caddy"), reason="needs the caddy binary")
+@pytest.mark.parametrize("name", WORKER_VARIANTS)
+def test_caddy_adapts_the_worker_pools(rendered, name):
+    """MX16 as Caddy reads it: each pool's reverse_proxy dials its workers with the sticky policy and both health
+    checks, and the sites' error routes proxy to the homeserver."""
+    variant = rendered[name]
+    proc = subprocess.run(["caddy", "adapt", "--adapter", "caddyfile", "--config", str(variant["path"])],
+                          capture_output=True, text=True, check=True)
+    daemon_checks.record(f"Caddy {daemon_checks.host_version('caddy')} (this machine): caddy adapt")
+    config = json.loads(proc.stdout)
+    proxies = _adapted_proxies(config["apps"]["http"]["servers"])
+    policies = {"user": {"policy": "header", "field": "Authorization"}, "room": {"policy": "header", "field": ROOM_HEADER},
+                "source": {"policy": "ip_hash"}, "first": {"policy": "first"}, "roundrobin": {"policy": "round_robin"}}
+    for _vhost, route in _worker_routes(variant):
+        pool = _pools(variant)[route["upstream"]]
+        dials = [server["endpoint"] for server in pool["servers"]]
+        mine = [p for p in proxies if [u["dial"] for u in p["upstreams"]] == dials
+                and p["load_balancing"]["selection_policy"] == policies[route["policy"]["sticky"] or pool["balance"]]]
+        assert mine, route["id"]
+        for proxy in mine:
+            assert proxy["health_checks"]["active"]["uri"] == "/health"
+            assert proxy["health_checks"]["passive"] == {"fail_duration": 10 * 10**9, "max_fails": 1}
+            assert proxy["load_balancing"].get("retries", 0) == len(dials) - 1
+    (homeserver,) = [s["endpoint"] for s in _pools(variant)["homeserver"]["servers"]]
+    for server in config["apps"]["http"]["servers"].values():
+        errors = _adapted_proxies(server.get("errors", {}))
+        assert [[u["dial"] for u in p["upstreams"]] for p in errors] in ([], [[homeserver]]), errors
+
+
+@pytest.mark.skipif(not shutil.which("caddy") or not shutil.which("openssl"), reason="needs caddy and openssl")
+@pytest.mark.parametrize("name", WORKER_VARIANTS)
+def test_caddy_validates_the_worker_sites(rendered, name, tmp_path):
+    """MX10, MX16: caddy validate (provisions every module: the regex matchers, the expressions, the health checks)."""
+    text = _live_caddyfile(rendered[name]["caddyfile"], tmp_path)
+    (tmp_path / "Caddyfile").write_text(text)
+    proc = subprocess.run(["caddy", "validate", "--adapter", "caddyfile", "--config", str(tmp_path / "Caddyfile")],
+                          capture_output=True, text=True, check=False)
+    daemon_checks.record(f"Caddy {daemon_checks.host_version('caddy')} (this machine): caddy validate")
+    assert proc.returncode == 0, proc.stderr
+
+
+# MX16 live: a stand-in for every upstream (the main process and each worker), each answering its own name and
+# recording what reached it, one JSON line per request.
+STAND_IN = """
+import http.server, json, sys
+name, address, port, record = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+class StandIn(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+    def answer(self):
+        size = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(size)
+        if self.path != "/health":
+            with open(record, "a") as out:
+                out.write(json.dumps({"name": name, "method": self.command, "target": self.path,
+                                      "headers": {k.lower(): v for k, v in self.headers.items()}}) + "\\n")
+        body = name.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_GET = do_PUT = do_POST = do_DELETE = answer
+class Server(http.server.ThreadingHTTPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+Server((address, port), StandIn).serve_forever()
+"""
+
+# Runs in network and PID namespaces of its own (the machine's ports are untouched, everything dies with it): the
+# stand-ins, Caddy on the rendered Caddyfile, then the plan's steps. Each "ask" is one curl; results go to results.json.
+LIVE_DRIVER = """
+import json, os, subprocess, sys, time
+scratch = sys.argv[1]
+spec = json.load(open(os.path.join(scratch, "plan.json")))
+record = os.path.join(scratch, "requests.log")
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+procs = {}
+def start(name):
+    address, port = spec["upstreams"][name]
+    procs[name] = subprocess.Popen([sys.executable, os.path.join(scratch, "standin.py"), name, address, str(port), record])
+def stop(name):
+    procs.pop(name).kill()
+def ask(step):
+    argv = ["curl", "-sk", "--max-time", "10", "-o", "-", "-w", "\\\\n%{http_code}", "-X", step.get("method", "GET"),
+            "--resolve", "matrix.example.test:%d:127.0.0.1" % step["port"], "--path-as-is"]
+    if step.get("source"):
+        argv += ["--interface", step["source"]]
+    for header in step.get("headers", []):
+        argv += ["-H", header]
+    proc = subprocess.run(argv + ["https://matrix.example.test:%d%s" % (step["port"], step["path"])],
+                          capture_output=True, text=True)
+    body, _, status = proc.stdout.rpartition("\\n")
+    return {"tag": step.get("tag"), "status": int(status or 0), "body": body}
+def mark(text):
+    with open(record, "a") as out:
+        out.write(json.dumps({"mark": text}) + "\\n")
+for name in spec["upstreams"]:
+    start(name)
+with open(os.path.join(scratch, "caddy.log"), "w") as log:
+    caddy = subprocess.Popen(["caddy", "run", "--adapter", "caddyfile", "--config", os.path.join(scratch, "Caddyfile")],
+                             stdout=log, stderr=log, env=dict(os.environ, XDG_CONFIG_HOME=scratch, XDG_DATA_HOME=scratch))
+results = []
+for _ in range(100):
+    if ask({"port": 443, "path": "/health"})["status"] == 200:
+        break
+    time.sleep(0.1)
+time.sleep(1.5)  # the first active health checks
+for step in spec["steps"]:
+    if "stop" in step:
+        mark("stop " + step["stop"])
+        stop(step["stop"])
+    elif "start" in step:
+        mark("start " + step["start"])
+        start(step["start"])
+    elif "sleep" in step:
+        time.sleep(step["sleep"])
+    elif "until" in step:
+        begin = time.time()
+        while True:
+            got = ask(step)
+            if got["body"] in step["until"] or time.time() - begin > step["timeout"]:
+                break
+            time.sleep(0.2)
+        got["seconds"] = time.time() - begin
+        results.append(got)
+    else:
+        results.append(ask(step))
+json.dump(results, open(os.path.join(scratch, "results.json"), "w"))
+caddy.terminate()
+caddy.wait()
+"""
+
+SYNC = "/_matrix/client/v3/sync?timeout=0"
+# (tag, listener, method, normalised path, path as sent): one request of each kind, while every worker is up.
+LIVE_CLASSES = [
+    ("sync", "client", "GET", "/_matrix/client/v3/sync", SYNC),
+    ("send", "client", "PUT", "/_matrix/client/v3/rooms/!a:example.test/send/m.room.message/t1",
+     "/_matrix/client/v3/rooms/!a:example.test/send/m.room.message/t1"),
+    ("messages", "client", "GET", "/_matrix/client/v3/rooms/!a:example.test/messages",
+     "/_matrix/client/v3/rooms/%21a%3Aexample.test/messages?dir=b"),
+    ("versions", "client", "GET", "/_matrix/client/versions", "/_matrix/client/versions"),
+    ("profile", "client", "GET", "/_matrix/client/v3/profile/@a:example.test", "/_matrix/client/v3/profile/@a:example.test"),
+    ("fed_send", "federation", "PUT", "/_matrix/federation/v1/send/txn1", "/_matrix/federation/v1/send/txn1"),
+    ("fed_version", "federation", "GET", "/_matrix/federation/v1/version", "/_matrix/federation/v1/version"),
+]
+ROOMS = [f"!room{n}:example.test" for n in range(16)]
+SOURCES = [f"127.0.1.{n}" for n in range(1, 17)]
+
+
+def _live_steps():
+    """The plan: every class once, then stickiness by user, room and source, then each pool down and back."""
+    steps = []
+    for tag, listener, method, _path, sent in LIVE_CLASSES:
+        steps.append({"tag": tag, "method": method, "path": sent, "port": 443 if listener == "client" else 8448,
+                      "headers": ["Authorization: Bearer class-token", "X-Forwarded-For: 192.0.2.66"]})
+    sync = {"path": SYNC, "port": 443}
+    steps += [dict(sync, tag="same_user", headers=["Authorization: Bearer token-a"]) for _n in range(8)]
+    steps += [dict(sync, tag="users", headers=[f"Authorization: Bearer token-{n}"]) for n in range(16)]
+    messages = "/_matrix/client/v3/rooms/{}/messages"
+    steps += [{"tag": "same_room", "path": messages.format("!same:example.test"), "port": 443,
+               "headers": [f"Authorization: Bearer token-{n}"]} for n in range(8)]
+    steps += [{"tag": "same_room_sends", "method": "PUT", "port": 443,
+               "path": f"/_matrix/client/v3/rooms/!same:example.test/send/m.room.message/t{n}"} for n in range(8)]
+    # A client's own room header is overwritten: the room of the path decides.
+    steps += [{"tag": "rooms", "path": messages.format(room), "port": 443, "headers": [f"{ROOM_HEADER}: forced"]}
+              for room in ROOMS]
+    fed_send = {"method": "PUT", "path": "/_matrix/federation/v1/send/txn2", "port": 8448}
+    steps += [dict(fed_send, tag="same_source", source="127.0.0.9") for _n in range(8)]
+    steps += [dict(fed_send, tag="sources", source=source) for source in SOURCES]
+    steps.append({"tag": "raw_mismatch", "path": "/_matrix/client/v3/%73ync", "port": 443})
+    # Every worker of a pool down: the main process answers, at once (refused connections) and once the health
+    # checks have marked them down; a worker back: the pool answers again.
+    steps += [{"stop": "sync1"}, {"stop": "sync2"}, {"stop": "fedin1"}, {"stop": "fedin2"}]
+    steps += [dict(sync, tag="sync_down_refused"), dict(fed_send, tag="fed_send_down_refused")]
+    steps.append({"sleep": 2.5})
+    steps += [dict(sync, tag="sync_down_checked"), dict(fed_send, tag="fed_send_down_checked")]
+    steps += [{"start": "sync2"}, {"start": "fedin1"}]
+    steps += [dict(sync, tag="sync_back", until=["sync2"], timeout=30), dict(fed_send, tag="fed_send_back", until=["fedin1"], timeout=30)]
+    return steps
+
+
+@pytest.fixture(scope="module")
+def live(rendered, tmp_path_factory):
+    """The live plan's results and the stand-ins' records, from one run of Caddy on the workers_live variant."""
+    if not all(shutil.which(tool) for tool in ("caddy", "openssl", "curl", "unshare", "ip")):
+        pytest.skip("needs caddy, openssl, curl, unshare and ip")
+    if subprocess.run(["unshare", "--net", "--pid", "--fork", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("unshare --net --pid is not permitted here")
+    variant = rendered["workers_live"]
+    scratch = tmp_path_factory.mktemp("caddy-live-workers")
+    text = _live_caddyfile(variant["caddyfile"], scratch)
+    (scratch / "Caddyfile").write_text(text.replace("admin localhost:2019", "admin 127.0.0.1:2019"))
+    (scratch / "standin.py").write_text(STAND_IN)
+    (scratch / "driver.py").write_text(LIVE_DRIVER)
+    upstreams = {server["name"]: [server["address"], server["port"]]
+                 for pool in variant["routes"]["upstreams"] for server in pool["servers"]}
+    (scratch / "plan.json").write_text(json.dumps({"upstreams": upstreams, "steps": _live_steps()}))
+    proc = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", sys.executable, str(scratch / "driver.py"),
+                           str(scratch)], capture_output=True, text=True, timeout=240, check=False)
+    daemon_checks.record(f"Caddy {daemon_checks.host_version('caddy')} (this machine): caddy run with worker stand-ins "
+                         "(unshare --net --pid)")
+    log = proc.stdout + proc.stderr + (scratch / "caddy.log").read_text()[-4000:]
+    assert proc.returncode == 0 and (scratch / "results.json").exists(), log
+    results = {}
+    for result in json.loads((scratch / "results.json").read_text()):
+        results.setdefault(result["tag"], []).append(result)
+    records = [json.loads(line) for line in (scratch / "requests.log").read_text().splitlines()]
+    return {"results": results, "records": records, "table": variant["routes"], "log": log}
+
+
+def _servers_of(table, listener, path):
+    """The names of the upstreams that may answer a path: its worker pool's, or the main process's."""
+    route = routes_to(table, listener, path)
+    pool = next(p for p in table["upstreams"] if p["name"] == route["upstream"])
+    return {server["name"] for server in pool["servers"]}
+
+
+@pytest.mark.parametrize("tag,listener,method,path,sent", LIVE_CLASSES, ids=[c[0] for c in LIVE_CLASSES])
+def test_live_each_class_reaches_its_pool(live, tag, listener, method, path, sent):
+    """MX16, MX04, MX05: a request of each class is answered by a worker of its pool (the rest by the main process),
+    with the URI as sent, X-Forwarded-For overwritten, a request ID, and no room header of the proxy's."""
+    (result,) = live["results"][tag]
+    assert result["status"] == 200 and result["body"] in _servers_of(live["table"], listener, path), (result, live["log"])
+    (record,) = [r for r in live["records"] if r.get("name") == result["body"] and r.get("target") == sent
+                 and r["method"] == method and r["headers"].get("authorization") == "Bearer class-token"]
+    assert record["headers"]["x-forwarded-for"] == "127.0.0.1"
+    assert len(record["headers"]["x-request-id"]) == 36
+    assert ROOM_HEADER.lower() not in record["headers"]
+
+
+def test_live_the_classes_cover_workers_and_main(live):
+    answered = {result["body"] for tag, *_rest in LIVE_CLASSES for result in live["results"][tag]}
+    assert "main" in answered and len(answered - {"main"}) >= 4, answered
+
+
+@pytest.mark.parametrize("same,spread,pool", [
+    ("same_user", "users", {"sync1", "sync2"}),
+    ("same_room", "rooms", {"reader1", "reader2"}),
+    ("same_source", "sources", {"fedin1", "fedin2"}),
+])
+def test_live_sticky_keys_pin_one_worker_and_spread_the_rest(live, same, spread, pool):
+    """MX16: one access token, one room (whatever room header the client sent), one source address: one worker;
+    different ones: both workers of the pool."""
+    pinned = {result["body"] for result in live["results"][same]}
+    assert len(pinned) == 1 and pinned <= pool, live["results"][same]
+    assert {result["body"] for result in live["results"][spread]} == pool, live["results"][spread]
+
+
+def test_live_events_of_one_room_go_to_one_creator(live):
+    assert len({result["body"] for result in live["results"]["same_room_sends"]}) == 1
+    assert {result["body"] for result in live["results"]["same_room_sends"]} <= {"creator1", "creator2"}
+
+
+def test_live_raw_uri_outside_the_worker_route_is_refused(live):
+    """MX04, MX11: a URI that only normalises to /sync is not forwarded: the table's 404 Matrix error."""
+    (result,) = live["results"]["raw_mismatch"]
+    assert result["status"] == 404 and json.loads(result["body"])["errcode"] == "M_UNRECOGNIZED"
+
+
+@pytest.mark.parametrize("tag,answer", [
+    ("sync_down_refused", "main"),
+    ("fed_send_down_refused", "main"),
+    ("sync_down_checked", "main"),
+    ("fed_send_down_checked", "main"),
+    ("sync_back", "sync2"),
+    ("fed_send_back", "fedin1"),
+])
+def test_live_a_pool_down_falls_back_to_the_main_process_and_back(live, tag, answer):
+    """MX16: with every worker of the pool stopped, the main process answers (a PUT too: no worker saw it); once
+    one worker is back, the pool answers again."""
+    (result,) = live["results"][tag]
+    assert (result["status"], result["body"]) == (200, answer), (result, live["log"])
+
+
+def test_live_main_gets_no_routed_class_while_the_pools_are_up(live):
+    """MX16: until the first worker stopped, the main process received only what no worker route matches."""
+    table = live["table"]
+    first_stop = next(i for i, record in enumerate(live["records"]) if record.get("mark", "").startswith("stop "))
+    main = [record for record in live["records"][:first_stop] if record.get("name") == "main"]
+    assert main, "the main process answered nothing"
+    for record in main:
+        path = urllib.parse.unquote(record["target"].split("?", 1)[0])
+        listener = "federation" if path.startswith("/_matrix/federation/") or path.startswith("/_matrix/key/") else "client"
+        assert routes_to(table, listener, path)["upstream"] == "homeserver", record
+
+
+def _live_caddyfile(text, tmp_path):
+    """A rendered Caddyfile with a throw-away certificate and key, and its access log, under tmp_path."""
+    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    if not cert.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-subj", "/CN=matrix.example.test", "-days", "2", "-keyout", str(key), "-out", str(cert)],
+                       capture_output=True, check=True)
+    text = re.sub(r"^(\ttls )\S+ \S+ \{$", rf"\g<1>{cert} {key} {{", text, flags=re.M)
+    return text.replace("/var/log/caddy/", f"{tmp_path}/")
+
+
 # Behaviours every Caddyfile implements whatever the table holds: forwarded headers (MX05), limits and
 # timeouts (MX08), TLS/HTTP2/IPv6 (MX09), the checker before going live (MX10), Matrix errors (MX11).
 ALWAYS = {"MX05", "MX08", "MX09", "MX10", "MX11"}
@@ -606,6 +1082,13 @@ ALONGSIDE = {
     # extra well-known routes of the operator's (a static document and a refusal).
     "alongside_snippet": {
         **OPERATOR_SITE_VARIABLES,
+        "mx_ipv6": True,
+    },
+    # MX16 alongside: the hs1 layout with Synapse workers; their routes go into the role's sites only.
+    "alongside_workers": {
+        **OPERATOR_SITE_VARIABLES,
+        "matrix_worker_hosts": {"hs1": "10.0.0.1", "hs2": "10.0.0.2"},
+        "matrix_workers": "{{ 'readers' | mxedge.matrix.synapse_worker_layout(['hs1', 'hs2']) }}",
         "mx_ipv6": True,
     },
     # The role's own well-known site; the client site on 8443, where the operator's Caddy listens on IPv4 only.
@@ -771,6 +1254,23 @@ def test_alongside_well_known_is_a_snippet_not_a_site(alongside):
                                           "the Matrix well-known documents (tasks_from=remove takes this line out)")
 
 
+def test_alongside_worker_routes_are_in_the_matrix_sites_only(alongside):
+    """MX15, MX16: the worker routes and their fallback are in the role's sites file; the operator's website gets only
+    the well-known snippet, which has neither."""
+    variant = alongside["alongside_workers"]
+    blocks = _blocks(variant["sites"])
+    client = next(vhost for vhost in variant["routes"]["vhosts"] if vhost["name"] == "client")
+    workers = [route["id"] for route in client["routes"] if route["id"].startswith("workers-")]
+    assert len(workers) >= 5
+    site = _site_of(variant["sites"], client)
+    assert site.lstrip().startswith("import mxedge_matrix_site_workers")
+    handles = [matcher for matcher, _match, _handle in _handles(site)]
+    for route_id in workers:
+        assert "mxedge_matrix_" + re.sub(r"[^A-Za-z0-9]", "_", route_id) in handles
+    assert "(mxedge_matrix_errors_workers)" in blocks
+    assert not re.search(r"^\s*(path_regexp|import mxedge_matrix_upstream|vars mxedge_matrix_fallback)", variant["well_known"], re.M)
+
+
 def test_alongside_loads_the_operators_file_of_the_same_certificate(alongside):
     """Caddy 2.6 caches a certificate once: the Matrix sites load the operator's file of the same chain, else copies."""
     out = alongside["out"]
@@ -832,7 +1332,8 @@ def _tree(tmp_path, variant, with_snippet):
 
 
 @pytest.mark.skipif(not shutil.which("caddy"), reason="needs the caddy binary")
-@pytest.mark.parametrize("name,with_snippet", [("alongside_snippet", True), ("alongside_own_bound", False)])
+@pytest.mark.parametrize("name,with_snippet", [("alongside_snippet", True), ("alongside_own_bound", False),
+                                               ("alongside_workers", True)])
 def test_caddy_adapts_the_operators_caddyfile_with_the_role_files(alongside, tmp_path, name, with_snippet):
     """Debian's stock Caddyfile, an operator's site and global options, the role's import line and files: Caddy adapts
     it, the operator's settings and sites stay, the role's sites are marked, and the snippet answers in the operator's site."""
