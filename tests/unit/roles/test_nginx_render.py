@@ -1362,11 +1362,13 @@ def test_capabilities_declare_what_the_template_renders():
 # --- live: nginx on loopback, stand-ins for the main process and two workers per pool (MX16) ---
 
 LIVE_HOST = "127.0.2.1"  # nginx listens here; the stand-ins on the variant's 127.0.2.10-12
+CLOSE_MARK = "close-without-answer"
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
     """Answers every request with {"server": <name>} and records it (HTTP/1.0: one request per connection, so a stopped
-    stand-in has no connection nginx could reuse)."""
+    stand-in has no connection nginx could reuse). A target with CLOSE_MARK in it is recorded and the connection closed
+    without an answer: a worker that took the request and then failed."""
 
     protocol_version = "HTTP/1.0"
 
@@ -1376,6 +1378,9 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
             self.rfile.read(length)
         self.server.records.append({"server": self.server.name, "method": self.command, "target": self.path,
                                     "headers": dict(self.headers.items())})
+        if CLOSE_MARK in self.path:
+            self.close_connection = True
+            return
         body = json.dumps({"server": self.server.name}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -1418,6 +1423,7 @@ class _Live:
 
     def __init__(self, variant, tree, tmp):
         self.variant, self.records, self.standins, self.proc = variant, [], {}, None
+        self.dirty = False  # a test made nginx hold workers down (fail_timeout)
         table = variant["derived"]["routes"]
         self.ports = {vhost["name"]: _free_port(LIVE_HOST) for vhost in _served(variant)}
         for pool in table["upstreams"]:
@@ -1481,8 +1487,12 @@ class _Live:
             conn.close()
         answered = json.loads(body).get("server") if response.status == 200 else None
         new = self.records[mark:]
-        assert len(new) == (1 if answered else 0), new
+        if CLOSE_MARK not in raw:
+            assert len(new) == (1 if answered else 0), new
         return response.status, answered, new[0] if new else None
+
+    def records_since(self, mark):
+        return self.records[mark:]
 
 
 @pytest.fixture(scope="module")
@@ -1505,13 +1515,14 @@ def live(rendered, tmp_path_factory):
 @pytest.fixture
 def healthy(live):
     """Every stand-in up, and nginx no longer holding a failure of one against it (fail_timeout), whatever ran before."""
-    restarted = False
+    restarted, live.dirty = live.dirty, False
     for standin in live.standins.values():
         if not standin.server:
             standin.start()
             restarted = True
     if restarted:
-        time.sleep(VARIANTS["workers_live"][0]["nginx_synapse_worker_fail_timeout"] + 0.5)
+        # nginx compares whole seconds: a worker failed at 10.9 s is still held down at 11.9 s with fail_timeout 1.
+        time.sleep(VARIANTS["workers_live"][0]["nginx_synapse_worker_fail_timeout"] + 1.5)
     return live
 
 
@@ -1637,3 +1648,25 @@ def test_no_admin_bypass_through_a_worker_route(rendered, name, raw):
     """MX04, MX06 with the worker routes nested in /_matrix: nothing that names the admin API raw is forwarded."""
     variant = rendered[name]
     assert _nginx_worker_answer(variant, _table_vhost(variant, "client"), raw) in (403, 404), raw
+
+
+RECEIVED_CASES = [
+    # (pool, listener, method, raw URI, how many of the pool's workers get it: nginx passes an idempotent request to
+    # the next worker after an error, never a non-idempotent one that a worker received)
+    ("workers_sync", "client", "GET", f"/_matrix/client/v3/sync?{CLOSE_MARK}", 2),
+    ("workers_event_creation", "client", "PUT", f"/_matrix/client/v3/rooms/!c:matrix.example.test/send/m.room.message/{CLOSE_MARK}", 2),
+    # POST is what nginx holds non-idempotent (with LOCK and PATCH; PUT is idempotent in HTTP).
+    ("workers_event_creation", "client", "POST", f"/_matrix/client/v3/join/!c:matrix.example.test?{CLOSE_MARK}", 1),
+]
+
+
+@pytest.mark.parametrize("pool,listener,method,raw,received", RECEIVED_CASES)
+def test_live_a_request_a_worker_received_is_never_resent_to_the_main_process(healthy, pool, listener, method, raw, received):
+    """MX16 live: the fallback is for a pool that is down, not for a worker that took the request and failed: the
+    table's 502 (MX11), and the main process never runs it a second time."""
+    healthy.dirty = True  # the failures hold the workers down for fail_timeout
+    mark = len(healthy.records)
+    status, answered, _record = healthy.request(listener, method, raw)
+    assert (status, answered) == (502, None)
+    got = [entry["server"] for entry in healthy.records_since(mark)]
+    assert "main" not in got and len(got) == received and set(got) <= healthy.pools[pool], got
