@@ -1,4 +1,5 @@
-#!/usr/bin/python3
+# Copyright: (c) mxedge.matrix contributors
+# SPDX-License-Identifier: Apache-2.0
 """Probe the homeserver through a proxy until a stop file exists (molecule/workers upgrade).
 
 Every 0.2 s: GET /_matrix/client/v3/sync?timeout=0 and /_matrix/client/versions

@@ -23,6 +23,7 @@ import testinfra.utils.ansible_runner
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 EPHEMERAL = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
 
 FLAVOURS = ("nginx", "apache", "caddy", "haproxy")
@@ -96,14 +97,16 @@ class Client(Host):
         status, _headers, body = self.curl(local, "-X", "POST", "-H", "Content-Type: application/json", "--data", payload)
         assert status == 200 or b"User ID already taken" in body, body
 
-    def login(self, user, proxy_ip):
-        """An access token for user@example.test, logged in through the proxy at proxy_ip."""
+    def login(self, user, proxy_ip, count=1):
+        """count access tokens for user@example.test, logged in through the proxy at proxy_ip (one token: a string)."""
         payload = json.dumps({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user},
                               "password": PASSWORD})
-        status, _headers, body = self.curl(f"https://{CLIENT_HOST}/_matrix/client/v3/login", "-X", "POST",
-                                           "-H", "Content-Type: application/json", "--data", payload, proxy_ip=proxy_ip)
-        assert status == 200, body
-        return json.loads(body)["access_token"]
+        request = (f"https://{CLIENT_HOST}/_matrix/client/v3/login",
+                   ["-X", "POST", "-H", "Content-Type: application/json", "--data", payload])
+        results = self.curl_many([request] * count, proxy_ip=proxy_ip)
+        assert all(status == 200 for status, _headers, _body in results), [body for _status, _headers, body in results]
+        tokens = [json.loads(body)["access_token"] for _status, _headers, body in results]
+        return tokens[0] if count == 1 else tokens
 
 
 class Deployment:
@@ -116,13 +119,19 @@ class Deployment:
 
     def served_by(self, marker):
         """The processes (worker names, 'main') whose access log has a request carrying marker."""
-        names = set()
+        return self.served_by_many([marker])[marker]
+
+    def served_by_many(self, markers):
+        """{marker: the processes whose access log has a request carrying it}, one command per host."""
+        found = {marker: set() for marker in markers}
+        patterns = " ".join(f"-e {shlex.quote(marker)}" for marker in markers)
         for host in self.hosts:
-            out = host.run(f"grep -lF {shlex.quote(marker)} {LOG_DIR}/*.log").stdout
-            for path in out.split():
+            out = host.run(f"grep -oF {patterns} {LOG_DIR}/*.log").stdout
+            for line in out.splitlines():
+                path, _sep, marker = line.rpartition(":")
                 stem = pathlib.PurePosixPath(path).stem
-                names.add("main" if stem == "homeserver" else stem)
-        return names
+                found[marker].add("main" if stem == "homeserver" else stem)
+        return found
 
     def pool(self, kind):
         return {w["name"] for w in self.workers if w["type"] == kind}

@@ -1234,8 +1234,8 @@ def test_worker_routes_are_rewrite_rules_in_table_order(rendered, name):
                 claimed = [r for r in vhost["routes"] if r["id"] in want[1]]
                 for route in claimed:
                     path = route["match"]["path"]
-                    assert re.match(rule[0], path) and re.match(rule[0], path + "/x" if route["match"]["kind"] == "prefix"
-                                                                 else path), (route["id"], rule[0])
+                    below = path + "/x" if route["match"]["kind"] == "prefix" else path
+                    assert re.match(rule[0], path) and re.match(rule[0], below), (route["id"], rule[0])
                 assert not re.match(rule[0], "/_matrix/client/v3/sync")
             else:
                 assert rule == want

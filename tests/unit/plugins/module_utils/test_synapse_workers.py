@@ -316,3 +316,68 @@ def test_worker_config(worker, app, names):
         assert listener["resources"] == []
     else:
         assert listener["resources"] == [{"names": names, "compress": False}]
+
+
+# ------------------------------------------------------------------ one host's settings (homeserver role)
+
+_PLACED = [
+    {"name": "sync1", "type": "sync", "host": "hs1", "port": 18101},
+    {"name": "media", "type": "media_repository", "host": "hs2", "port": 18101},
+    {"name": "sender", "type": "federation_sender", "host": "hs2", "port": 18102},
+    {"name": "writer", "type": "stream_writer", "host": "hs2", "port": 18103, "streams": ["typing"]},
+]
+
+
+@pytest.mark.parametrize(
+    "worker,names",
+    [
+        (_PLACED[0], ["client", "federation"]),
+        (_PLACED[1], ["media"]),
+        (_PLACED[2], None),
+        (_PLACED[3], ["client", "federation", "replication"]),
+    ],
+)
+def test_worker_config_listener_resources(worker, names):
+    config = sw.worker_config(worker, ["10.0.0.2"], "/etc/synapse/workers/x.log_config.yaml", "X-Request-ID")
+    (listener,) = config["worker_listeners"]
+    assert listener["port"] == worker["port"] and listener["bind_addresses"] == ["10.0.0.2"]
+    assert listener["request_id_header"] == "X-Request-ID" and listener["x_forwarded"] is True
+    assert listener["resources"] == ([{"names": names, "compress": False}] if names else [])
+    assert config["worker_name"] == worker["name"]
+    assert config["worker_log_config"] == "/etc/synapse/workers/x.log_config.yaml"
+
+
+def test_worker_config_takes_one_address_too():
+    config = sw.worker_config(_PLACED[0], "127.0.0.1")
+    assert config["worker_listeners"][0]["bind_addresses"] == ["127.0.0.1"]
+    assert "worker_log_config" not in config and "request_id_header" not in config["worker_listeners"][0]
+
+
+@pytest.mark.parametrize(
+    "host,runs_main,workers,listeners",
+    [
+        ("hs1", True, ["sync1"], 1),
+        ("hs2", False, ["media", "sender", "writer"], 0),
+        ("hs3", False, [], 0),
+    ],
+)
+def test_host_settings_place_workers_and_the_replication_listener(host, runs_main, workers, listeners):
+    settings = sw.host_settings(_PLACED, host, runs_main, "10.0.0.1", 9093, {"hs1": "10.0.0.1", "hs2": "10.0.0.2"},
+                                ["0.0.0.0"], "/etc/synapse", "/var/log/synapse",
+                                redis={"host": "10.0.0.1", "port": 6379, "password_path": "/etc/synapse/redis_password"},
+                                replication_secret_path="/etc/synapse/worker_replication_secret")
+    assert [w["name"] for w in settings["workers"]] == workers
+    for worker in settings["workers"]:
+        assert worker["config_file"] == "/etc/synapse/workers/%s.yaml" % worker["name"]
+        assert worker["log_file"] == "/var/log/synapse/%s.log" % worker["name"]
+        assert worker["config"]["worker_log_config"] == worker["log_config_file"]
+    assert len(settings["listeners"]) == listeners
+    assert settings["shared"]["instance_map"] == {"main": {"host": "10.0.0.1", "port": 9093},
+                                                  "writer": {"host": "10.0.0.2", "port": 18103}}
+    assert settings["shared"]["worker_replication_secret_path"] == "/etc/synapse/worker_replication_secret"
+    assert settings["shared"]["redis"]["password_path"] == "/etc/synapse/redis_password"
+
+
+def test_host_settings_without_workers_change_nothing():
+    assert sw.host_settings([], "hs1", True, "127.0.0.1", 9093, {}, ["127.0.0.1"], "/etc/synapse", "/var/log/synapse") == {
+        "shared": {}, "listeners": [], "workers": []}
