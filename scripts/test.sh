@@ -64,7 +64,7 @@ stage_build() {
 # first, so that the last to start is a short one. Each scenario's output goes to
 # .cache/molecule-logs/<scenario>.log and is printed whole when it ends; a failure
 # fails the stage after every running scenario has ended.
-MOLECULE_ORDER="edge apache matrix nginx acme haproxy caddy forward_proxy homeserver"
+MOLECULE_ORDER="workers edge apache matrix nginx acme haproxy caddy forward_proxy homeserver"
 
 molecule_one() {
   local s="$1" logs="$2"

@@ -24,6 +24,7 @@ import testinfra.utils.ansible_runner
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 EPHEMERAL = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 ROOT = pathlib.Path(__file__).resolve().parents[3]
+SCENARIO = pathlib.Path(__file__).resolve().parents[1]
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
 
 FLAVOURS = ("nginx", "apache", "caddy", "haproxy")

@@ -7,14 +7,18 @@ proxy host at a time, from the main process's host.
 
 import asyncio
 import json
+import os
+import re
 import socket
+import subprocess
+import sys
 import uuid
 
 import aiohttp
 import pytest
 import yaml
 from aiohttp.abc import AbstractResolver
-from conftest import CLIENT_HOST, EPHEMERAL, FLAVOURS, PASSWORD, ROOT, marker, wait_until, with_marker
+from conftest import CLIENT_HOST, EPHEMERAL, FLAVOURS, INVENTORY, PASSWORD, ROOT, SCENARIO, marker, wait_until, with_marker
 from nio import AsyncClient, AsyncClientConfig, JoinResponse, LoginResponse, RoomMessagesResponse, SyncResponse, UploadResponse
 
 CLIENT = f"https://{CLIENT_HOST}"
@@ -263,3 +267,24 @@ def test_the_proxy_answered_matrix_during_the_upgrade(upgrade):
                                                                         and probe["errcode"])]
     assert not bad, bad[:5]
     assert probes[-1]["status"] == 200, probes[-5:]
+
+
+# --- check mode on the converged deployment (after the upgrade: the role's pin) ---
+
+
+_RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=\d+\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+                    r"\s+failed=(?P<failed>\d+)", re.MULTILINE)
+
+
+def test_check_mode_reports_no_change():
+    """--check --diff of the converge playbook (every host, the pinned release) runs through and reports 0 changed."""
+    pinned = yaml.safe_load((ROOT / "roles/homeserver/defaults/main.yml").read_text())["homeserver_version"]
+    command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", INVENTORY,
+               "-e", json.dumps({"homeserver_version": pinned}), str(SCENARIO / "converge.yml"), "--check", "--diff"]
+    proc = subprocess.run(command, env=dict(os.environ, ANSIBLE_FORCE_COLOR="0"), capture_output=True, text=True,
+                          timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    recap = {match["host"]: match for match in _RECAP.finditer(proc.stdout)}
+    assert len(recap) == 7, proc.stdout[-2000:]
+    changed = {host: match["changed"] for host, match in recap.items() if match["changed"] != "0" or match["failed"] != "0"}
+    assert not changed, proc.stdout[-4000:]
