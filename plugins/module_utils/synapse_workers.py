@@ -410,7 +410,7 @@ def shared_config(workers, main_replication_host, main_replication_port, address
     instance_map = {"main": {"host": main_replication_host, "port": int(main_replication_port)}}
     for worker in workers:
         if worker["type"] == "stream_writer":
-            instance_map[worker["name"]] = {"host": addresses[worker["host"]], "port": worker["port"]}
+            instance_map[worker["name"]] = {"host": str(addresses[worker["host"]]).strip("[]"), "port": worker["port"]}
     config = {"instance_map": instance_map}
     if redis:
         config["redis"] = {"enabled": True, "host": redis["host"], "port": int(redis["port"])}
