@@ -30,8 +30,11 @@ class ProxyConnection(http.client.HTTPSConnection):
 
 
 def probe(args, path):
-    connection = ProxyConnection(args.name, args.proxy, timeout=30, context=ssl.create_default_context())
-    record = {"at": time.time(), "path": path.split("?")[0]}
+    # A request the proxy holds while the homeserver restarts is not a dropped one: wait
+    # as long as the proxy's own long-poll timeout could (docs/workers.md, upgrades).
+    connection = ProxyConnection(args.name, args.proxy, timeout=300, context=ssl.create_default_context())
+    started = time.time()
+    record = {"at": started, "path": path.split("?")[0]}
     try:
         connection.request("GET", path, headers={"Authorization": "Bearer " + args.token})
         response = connection.getresponse()
@@ -47,6 +50,7 @@ def probe(args, path):
         record["error"] = "%s: %s" % (type(error).__name__, error)
     finally:
         connection.close()
+        record["seconds"] = round(time.time() - started, 3)
     return record
 
 
