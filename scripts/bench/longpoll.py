@@ -11,6 +11,12 @@ after the full timeout (held), early 200s, other statuses, errors by kind, the
 peak number open at once and how long opening them took. A run passes when all
 were open at once and all were answered 200 with no error or reset.
 
+With ``--tokens K`` the long-polls use K access tokens (K logins of the same
+user, one device each) in turn, so that a proxy hashing the access token spreads
+them over several sync workers; ``--count-ports`` samples, once a second, the
+established connections whose local port is one of those given (the sync
+workers' listeners, in the same container) and reports each port's peak.
+
 Load goes only to the URL given (the container's own loopback in the benchmark).
 """
 
@@ -48,6 +54,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--timeout-ms", type=int, default=60000, help="the sync timeout parameter")
     parser.add_argument("--ramp", type=int, default=200, help="connections being opened at once")
     parser.add_argument("--grace", type=float, default=60.0, help="seconds past the timeout before giving up on one")
+    parser.add_argument("--tokens", type=int, default=1, help="access tokens (devices) the long-polls take in turn")
+    parser.add_argument(
+        "--count-ports", default="", help="comma-separated local ports whose established connections are sampled"
+    )
+    parser.add_argument("--print-tokens", action="store_true", help="print the access tokens as JSON and stop")
     return parser.parse_args(argv)
 
 
@@ -65,25 +76,64 @@ def http_json(url: str, ctx: ssl.SSLContext, data: dict | None = None, token: st
         return json.loads(resp.read())
 
 
-def access_token(args: argparse.Namespace, ctx: ssl.SSLContext) -> str:
-    base = args.base.rstrip("/")
-    try:
-        with open(args.token_file, encoding="ascii") as handle:
-            token = handle.read().strip()
-        http_json(base + "/_matrix/client/v3/account/whoami", ctx, token=token)
-        return token
-    except (OSError, ValueError, urllib.error.URLError):
-        pass
-    login = {
+def login(args: argparse.Namespace, ctx: ssl.SSLContext) -> str:
+    body = {
         "type": "m.login.password",
         "identifier": {"type": "m.id.user", "user": args.user},
         "password": args.password,
     }
-    token = http_json(base + "/_matrix/client/v3/login", ctx, data=login)["access_token"]
+    return http_json(args.base.rstrip("/") + "/_matrix/client/v3/login", ctx, data=body)["access_token"]
+
+
+def access_tokens(args: argparse.Namespace, ctx: ssl.SSLContext) -> list[str]:
+    """``--tokens`` valid access tokens: the cached ones that still work, new logins for the rest."""
+    base = args.base.rstrip("/")
+    tokens: list[str] = []
+    try:
+        with open(args.token_file, encoding="ascii") as handle:
+            cached = handle.read().split()
+    except OSError:
+        cached = []
+    for token in cached[: args.tokens]:
+        try:
+            http_json(base + "/_matrix/client/v3/account/whoami", ctx, token=token)
+            tokens.append(token)
+        except (ValueError, urllib.error.URLError):
+            pass
+    while len(tokens) < args.tokens:
+        tokens.append(login(args, ctx))
     fd = os.open(args.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(token)
-    return token
+        handle.write("\n".join(tokens + cached[len(tokens):]) + "\n")
+    return tokens
+
+
+def established_by_port(ports: set[int]) -> dict[int, int]:
+    """Established TCP connections by local port, for the ports given (/proc/net/tcp and tcp6)."""
+    counts = dict.fromkeys(ports, 0)
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name, encoding="ascii") as handle:
+                next(handle)
+                for line in handle:
+                    fields = line.split(None, 4)
+                    if fields[3] != "01":  # ESTABLISHED
+                        continue
+                    port = int(fields[1].rsplit(":", 1)[1], 16)
+                    if port in counts:
+                        counts[port] += 1
+        except OSError:
+            pass
+    return counts
+
+
+async def sample_ports(ports: set[int], peaks: dict[int, int], total_peak: list[int]) -> None:
+    while True:
+        counts = await asyncio.get_running_loop().run_in_executor(None, established_by_port, ports)
+        for port, count in counts.items():
+            peaks[port] = max(peaks.get(port, 0), count)
+        total_peak[0] = max(total_peak[0], sum(counts.values()))
+        await asyncio.sleep(1)
 
 
 class Stats:
@@ -181,25 +231,33 @@ async def run(args: argparse.Namespace) -> dict:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     target = urllib.parse.urlsplit(args.base)
     ctx = ssl_context(args.cafile)
-    token = access_token(args, ctx)
+    tokens = access_tokens(args, ctx)
     query = {"filter": json.dumps(FILTER, separators=(",", ":")), "timeout": "0", "set_presence": "offline"}
-    first = http_json(
-        args.base.rstrip("/") + "/_matrix/client/v3/sync?" + urllib.parse.urlencode(query), ctx, token=token
-    )
-    query.update(since=first["next_batch"], timeout=str(args.timeout_ms))
+    # One next_batch per token: each device's own stream position.
+    since = {}
+    for token in tokens:
+        first = http_json(
+            args.base.rstrip("/") + "/_matrix/client/v3/sync?" + urllib.parse.urlencode(query), ctx, token=token
+        )
+        since[token] = first["next_batch"]
     # Synapse answers identical sync requests from one response cache: the later
     # ones would return with the first. A timeout of its own (+i ms) per
     # connection makes every request distinct, so each one waits its full time.
-    paths = []
+    polls = []
     for i in range(args.count):
-        query["timeout"] = str(args.timeout_ms + i)
-        paths.append("/_matrix/client/v3/sync?" + urllib.parse.urlencode(query))
+        token = tokens[i % len(tokens)]
+        query.update(since=since[token], timeout=str(args.timeout_ms + i))
+        polls.append(("/_matrix/client/v3/sync?" + urllib.parse.urlencode(query), token))
+    ports = {int(p) for p in args.count_ports.split(",") if p}
+    peaks: dict[int, int] = {}
+    total_peak = [0]
+    sampler = asyncio.ensure_future(sample_ports(ports, peaks, total_peak)) if ports else None
     stats = Stats()
     gate = asyncio.Semaphore(args.ramp)
     started = time.monotonic()
     tasks = [
         asyncio.ensure_future(one_poll(args, target, ctx if target.scheme == "https" else None, path, token, gate, stats))
-        for path in paths
+        for path, token in polls
     ]
     # Opening is done once every task is past the gate (sent or failed).
     ramp_seconds = None
@@ -209,10 +267,16 @@ async def run(args: argparse.Namespace) -> dict:
         if stats.open + failed + len(stats.elapsed) >= args.count or all(t.done() for t in tasks):
             ramp_seconds = round(time.monotonic() - started, 1)
     await asyncio.gather(*tasks)
+    if sampler is not None:
+        sampler.cancel()
     elapsed = sorted(stats.elapsed)
     return {
         "base": args.base,
         "count": args.count,
+        "tokens": len(tokens),
+        # Peak established connections on each --count-ports port (the sync workers' side), and their sum.
+        "port_peaks": {str(port): peaks.get(port, 0) for port in sorted(ports)},
+        "ports_peak_total": total_peak[0],
         "timeout_ms": args.timeout_ms,
         "nofile": [soft, hard],
         "held": stats.held,
@@ -233,6 +297,9 @@ async def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.print_tokens:
+        print(json.dumps(access_tokens(args, ssl_context(args.cafile))))
+        return 0
     result = asyncio.run(run(args))
     print(json.dumps(result, sort_keys=True))
     return 0

@@ -18,7 +18,12 @@ containers afterwards. Phases, in one run:
    (1,000 then 5,000), every flavour at the same time in its own container; a
    flavour stops at the first level it misses; then Synapse alone (direct) at
    the highest level as the baseline.
-7. report: a table on stdout and docs/benchmark.md (scripts/bench/report.py).
+7. workers (docs/workers.md): mxedge-bench-workers is mxedge-bench-nginx grown
+   into workers (PostgreSQL, Redis, two sync workers, two client readers, the
+   same nginx). Routed reads through nginx, workers vs the single process of
+   mxedge-bench-nginx, interleaved; then 10,000 idle /sync long-polls through
+   the two sync workers, and the same through the single process.
+8. report: a table on stdout and docs/benchmark.md (scripts/bench/report.py).
 """
 
 from __future__ import annotations
@@ -47,6 +52,14 @@ PROXY_URL = "https://matrix.bench.test"
 WELL_KNOWN_PROXY_URL = "https://bench.test"
 CA_IN_CONTAINER = "/usr/local/share/ca-certificates/mxedge-test-ca.crt"
 HELPERS = "/opt/mxedge-bench"
+WORKERS = "workers"  # the container mxedge-bench-workers (scripts/bench/inventory.yml)
+SINGLE = "nginx"  # its single-process twin: the same flavour and settings, no workers
+# Routed reads of the workers phase: (path, needs an access token). Both go to
+# the client readers (MX16, class client_reader, not sticky).
+ROUTED_READS = {
+    "versions": ("/_matrix/client/versions", False),
+    "whoami": ("/_matrix/client/v3/account/whoami", True),
+}
 
 
 def log(msg: str) -> None:
@@ -99,7 +112,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--merge", action="store_true", help="keep the sections of the existing --results file for the phases this run skips"
     )
-    parser.add_argument("--skip", default="", help="comma-separated phases to skip: throughput, wellknown, longpoll")
+    parser.add_argument("--skip", default="", help="comma-separated phases to skip: throughput, wellknown, longpoll, workers")
+    parser.add_argument(
+        "--workers-longpolls", type=int, default=None,
+        help="idle long-polls through the two sync workers, and through the single process (default 10000, quick 200)",
+    )
+    parser.add_argument(
+        "--workers-longpoll-timeout", type=int, default=None,
+        help="their sync timeout in seconds (default 90: opening 10,000 takes longer than 60 s on one process; quick 10)",
+    )
+    parser.add_argument(
+        "--workers-tokens", type=int, default=16,
+        help="access tokens (devices) the long-polls take in turn, so the token hash spreads them (default 16)",
+    )
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmark.md"), help="Markdown report, '' for none (default: docs/benchmark.md)")
     parser.add_argument(
         "--results",
@@ -118,6 +143,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     levels = args.longpoll_levels or ("100" if args.quick else "1000,5000")
     args.longpoll_levels = sorted(int(x) for x in levels.split(","))
     args.skip = set(filter(None, args.skip.split(",")))
+    unknown = sorted(args.skip - {"throughput", "wellknown", "longpoll", "workers"})
+    if unknown:
+        parser.error(f"--skip: unknown {', '.join(unknown)}; allowed: throughput, wellknown, longpoll, workers")
+    if "workers" not in args.skip and SINGLE not in args.flavours:
+        parser.error(f"the workers phase compares with the single process behind {SINGLE}: add it to --flavours"
+                     " or --skip workers")
+    args.workers_longpolls = args.workers_longpolls or (200 if args.quick else 10000)
+    args.workers_longpoll_timeout = args.workers_longpoll_timeout or (10 if args.quick else 90)
+    args.targets = args.flavours + ([] if "workers" in args.skip else [WORKERS])
     return args
 
 
@@ -177,7 +211,7 @@ def ssh_vars() -> list[str]:
 
 
 def converge(args: argparse.Namespace, results: dict) -> None:
-    hosts = ",".join(host(f) for f in args.flavours)
+    hosts = ",".join(host(f) for f in args.targets)
     log(f"setup: containers and test CA for {hosts}")
     playbook(["-e", f"mxedge_bench_hosts={hosts}", "--tags", "setup", str(ROOT / "playbooks" / "bench.yml")], "setup")
     # profile_tasks lists every task (not only its default 20), so the slowest ten are exact.
@@ -235,10 +269,22 @@ def converge(args: argparse.Namespace, results: dict) -> None:
                 entry[key[:-2]] = recap(out, host(flavour))
                 log(f"re-run {flavour} over SSH, pipelining {'on' if pipelining == 'true' else 'off'}: {took:.0f} s, "
                     f"changed={entry[key[:-2]].get('changed')}")
+    if WORKERS in args.targets:
+        # Fresh converge and re-run of the workers deployment (PostgreSQL, Redis,
+        # four workers and nginx), reported in the workers section.
+        entry = results.setdefault("workers", {}).setdefault("converge", {})
+        for step in ("fresh", "rerun"):
+            log(f"converge {WORKERS}: {step}")
+            took, out = playbook(["--limit", host(WORKERS), str(ROOT / "playbooks" / "site.yml")], f"{step}-{WORKERS}",
+                                 env=profile)
+            entry[f"{step}_s"] = round(took, 1)
+            entry[step] = recap(out, host(WORKERS))
+            entry[f"{step}_slowest"] = slowest_tasks(out)
+            log(f"converge {WORKERS} {step}: {took:.0f} s, changed={entry[step].get('changed')}")
 
 
 def tools(args: argparse.Namespace) -> None:
-    hosts = ",".join(host(f) for f in args.flavours)
+    hosts = ",".join(host(f) for f in args.targets)
     log("tools: user, wrk, helpers")
     playbook(["-e", f"mxedge_bench_hosts={hosts}", "--tags", "tools", str(ROOT / "playbooks" / "bench.yml")], "tools")
 
@@ -275,11 +321,11 @@ def _snapshot(text: str) -> tuple[dict, int]:
     return groups, busy
 
 
-def wrk(flavour: str, url: str, args: argparse.Namespace, duration: int) -> dict:
+def wrk(flavour: str, url: str, args: argparse.Namespace, duration: int, header: str = "") -> dict:
     out = dexec(
         flavour,
         f"{_SNAPSHOT}; echo @@WRK; wrk -t{args.threads} -c{args.connections} -d{duration}s --timeout 10s"
-        f" -s {HELPERS}/wrk_json.lua '{url}'; echo @@AFTER; {_SNAPSHOT}",
+        f"{f' -H {header!r}' if header else ''} -s {HELPERS}/wrk_json.lua '{url}'; echo @@AFTER; {_SNAPSHOT}",
         timeout=duration + 60,
     )
     before, rest = out.split("@@WRK", 1)
@@ -370,12 +416,13 @@ def well_known(args: argparse.Namespace) -> dict:
     return summary
 
 
-def longpoll_once(flavour: str, base: str, count: int, args: argparse.Namespace) -> dict:
+def longpoll_once(flavour: str, base: str, count: int, args: argparse.Namespace, timeout: int = 0, extra: str = "") -> dict:
+    timeout = timeout or args.longpoll_timeout
     script = (
         f"python3 {HELPERS}/longpoll.py --base {base} --cafile {CA_IN_CONTAINER} --count {count}"
-        f" --timeout-ms {args.longpoll_timeout * 1000} --ramp {args.longpoll_ramp}"
+        f" --timeout-ms {timeout * 1000} --ramp {args.longpoll_ramp} {extra}"
     )
-    proc = sh(["docker", "exec", host(flavour), "sh", "-c", script], timeout=args.longpoll_timeout * 3 + 300, check=False)
+    proc = sh(["docker", "exec", host(flavour), "sh", "-c", script], timeout=timeout * 3 + 300, check=False)
     try:
         return json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
@@ -408,6 +455,75 @@ def longpolls(args: argparse.Namespace) -> dict:
     out["direct"] = {"levels": {str(top): longpoll_once(args.flavours[0], DIRECT_URL, top, args)}}
     out["direct"]["max_ok"] = top if out["direct"]["levels"][str(top)].get("ok") else 0
     return out
+
+
+def worker_layout() -> list[dict]:
+    """matrix_workers of the workers container, from the benchmark's inventory (one source)."""
+    import yaml  # pylint: disable=import-outside-toplevel  # the virtualenv's (Ansible's) PyYAML
+
+    inventory = yaml.safe_load(INVENTORY.read_text(encoding="utf-8"))
+    return inventory["matrix"]["hosts"][host(WORKERS)]["matrix_workers"]
+
+
+# Requests of the routed-read runs each process logged (its access log lines,
+# counted before and after): which processes served them.
+def served_counts(layout: list[dict]) -> dict:
+    logs = {"main": "/var/log/synapse/homeserver.log"}
+    logs.update({w["name"]: f"/var/log/synapse/{w['name']}.log" for w in layout})
+    pattern = "|".join(path for path, _auth in ROUTED_READS.values())
+    script = "; ".join(f"echo {name} $(grep -cE '\"GET ({pattern}) ' {path} 2>/dev/null || echo 0)"
+                       for name, path in logs.items())
+    counts = {}
+    for line in dexec(WORKERS, script).splitlines():
+        name, _sep, count = line.partition(" ")
+        counts[name] = int(count.split()[0]) if count.strip() else 0
+    return counts
+
+
+def tokens(target: str, count: int) -> list[str]:
+    out = dexec(target, f"python3 {HELPERS}/longpoll.py --base {PROXY_URL} --cafile {CA_IN_CONTAINER}"
+                        f" --tokens {count} --print-tokens")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def workers_phase(args: argparse.Namespace, results: dict) -> None:
+    """Routed reads and idle long-polls: workers vs the single process, the same nginx in front."""
+    out = results.setdefault("workers", {})
+    layout = worker_layout()
+    out["layout"] = layout
+    token = {target: tokens(target, args.workers_tokens)[0] for target in (SINGLE, WORKERS)}
+    before = served_counts(layout)
+    runs: dict = {name: {"single": [], "workers": []} for name in ROUTED_READS}
+    log(f"workers: routed reads, {args.rounds} interleaved rounds of {args.duration} s, {SINGLE} (single process)"
+        f" vs {WORKERS}")
+    for rnd in range(args.rounds):
+        order = [(SINGLE, "single"), (WORKERS, "workers")]
+        if rnd % 2:
+            order.reverse()
+        for name, (path, auth) in ROUTED_READS.items():
+            for target, side in order:
+                header = f"Authorization: Bearer {token[target]}" if auth else ""
+                runs[name][side].append(wrk(target, PROXY_URL + path, args, args.duration, header=header))
+            single, workers = runs[name]["single"][-1]["rps"], runs[name]["workers"][-1]["rps"]
+            log(f"round {rnd + 1}/{args.rounds} {name}: single {single:.0f} req/s, workers {workers:.0f} req/s"
+                f" ({workers / single:.2f}x)")
+    after = served_counts(layout)
+    out["served"] = {name: after.get(name, 0) - before.get(name, 0) for name in after}
+    out["reads"] = {}
+    for name, sides in runs.items():
+        summary = summarise({"direct": sides["single"], "proxy": sides["workers"]})
+        summary["path"] = ROUTED_READS[name][0]
+        out["reads"][name] = summary
+    sync_ports = ",".join(str(w["port"]) for w in layout if w["type"] == "sync")
+    count, hold = args.workers_longpolls, args.workers_longpoll_timeout
+    out["longpoll"] = {}
+    for target, side, ports in ((WORKERS, "workers", sync_ports), (SINGLE, "single", "8008")):
+        log(f"workers: {count} idle long-polls through {host(target)} ({side}), held {hold} s")
+        res = longpoll_once(target, PROXY_URL, count, args, timeout=hold,
+                            extra=f"--tokens {args.workers_tokens} --count-ports {ports}")
+        out["longpoll"][side] = res
+        log(f"workers: long-polls {side}: held {res.get('held')} early {res.get('early_200')} errors {res.get('errors')}"
+            f" ok={res.get('ok')} per port {res.get('port_peaks')}")
 
 
 def versions(args: argparse.Namespace) -> dict:
@@ -471,18 +587,24 @@ def main(argv: list[str]) -> int:
             "longpoll_timeout_s": args.longpoll_timeout,
             "longpoll_ramp": args.longpoll_ramp,
             "converge_parallel": args.converge_parallel,
+            "workers_longpolls": args.workers_longpolls,
+            "workers_longpoll_timeout_s": args.workers_longpoll_timeout,
+            "workers_tokens": args.workers_tokens,
         },
         "converge": {},
     }
     if args.merge and results_path.exists():
         earlier = json.loads(results_path.read_text(encoding="utf-8"))
-        for phase, key in (("throughput", "throughput"), ("wellknown", "well_known"), ("longpoll", "longpoll")):
+        for phase, key in (("throughput", "throughput"), ("wellknown", "well_known"), ("longpoll", "longpoll"),
+                           ("workers", "workers")):
             if phase in args.skip and key in earlier:
                 results[key] = earlier[key]
                 results.setdefault("merged_from", {})[key] = earlier["date"]
     if args.reuse and args.converge_results:
         earlier = json.loads(Path(args.converge_results).read_text(encoding="utf-8"))
         results["converge"] = earlier.get("converge", {})
+        if earlier.get("workers", {}).get("converge"):
+            results["workers"] = {"converge": earlier["workers"]["converge"]}
         results["settings"]["converge_parallel"] = earlier["settings"].get("converge_parallel", False)
         results["settings"]["converge_from"] = earlier["date"]
         log(f"--reuse: converge figures of the run of {earlier['date']} ({args.converge_results})")
@@ -503,6 +625,9 @@ def main(argv: list[str]) -> int:
         results_path.write_text(json.dumps(results, indent=1, sort_keys=True), encoding="utf-8")
     if "longpoll" not in args.skip:
         results["longpoll"] = longpolls(args)
+        results_path.write_text(json.dumps(results, indent=1, sort_keys=True), encoding="utf-8")
+    if "workers" not in args.skip:
+        workers_phase(args, results)
     results["machine"]["loadavg_end"] = os.getloadavg()[0]
     results["total_s"] = round(time.monotonic() - started)
     results_path.write_text(json.dumps(results, indent=1, sort_keys=True), encoding="utf-8")
