@@ -54,6 +54,10 @@ METHOD = """## Method
   rotating between rounds, so machine drift hits both sides alike. Figures are medians
   over the rounds; the ratio is the median of the per-round proxied/direct ratios (range
   in brackets).
+- Pinned: the throughput runs again with every thread of Synapse on core 0 and every
+  thread of the proxy, and wrk, on core 1 (`taskset` from the machine, undone
+  afterwards); direct, wrk alone is on core 1. It separates what the proxy takes from
+  Synapse by sharing its cores from what it adds to each request.
 - Well-known: the same for `/.well-known/matrix/client`, answered by the proxy itself
   (`https://bench.test/`) vs by Synapse (`serve_server_wellknown: true`, the client
   document from `public_baseurl`); the documents are fetched and compared too.
@@ -113,12 +117,15 @@ def verdicts(results: dict, flavour: str) -> tuple[list[str], list[str]]:
         got = results.get(key, {}).get(flavour)
         if not got or got.get("ratio") is None:
             continue
+        pinned = results.get("pinned", {}).get(flavour) if key == "throughput" else None
+        with_cores = (f"; with a core for Synapse and one for the proxy and wrk: {pinned['ratio']:.2f}x"
+                      if pinned and pinned.get("ratio") is not None else "")
         if got["ratio"] >= target:
             met.append(f"{name} {got['ratio']:{digits}}x")
         else:
             missed.append(
                 f"{name} {got['ratio']:{digits}}x < {target:g}x ({proxy} {got['proxy_rps']:.0f} vs {direct}"
-                f" {got['direct_rps']:.0f} req/s; where the CPU went: the table below)"
+                f" {got['direct_rps']:.0f} req/s; where the CPU went: the table below{with_cores})"
             )
     lp = results.get("longpoll", {}).get(flavour)
     if lp:
@@ -300,7 +307,7 @@ def cpu_detail(results: dict, key: str) -> str:
         cpu = results.get(key, {}).get(flavour, {}).get("cpu")
         if not cpu:
             continue
-        for side, label in (("direct", "direct" if key == "throughput" else "Synapse"), ("proxy", "through the proxy")):
+        for side, label in (("direct", "Synapse" if key == "well_known" else "direct"), ("proxy", "through the proxy")):
             got = cpu.get(side, {})
             others = sorted(((v, g) for g, v in got.items() if g not in CPU_COLUMNS + ("machine",) and v >= 1), reverse=True)
             rows.append([flavour, label] + [f"{got.get(g, 0):.0f}" for g in CPU_COLUMNS]
@@ -441,6 +448,16 @@ def render(results: dict) -> str:
         parts += ["\n## Throughput: `GET /_matrix/client/versions`\n", throughput_detail(results, "throughput"),
                   "\nWhere the CPU goes (median percent of one core during the runs, from /proc of the container;"
                   " machine: every core of the host, other containers included):\n\n", cpu_detail(results, "throughput")]
+    if "pinned" in results:
+        parts += [
+            "\n## Throughput with a core each: Synapse on core 0, the proxy and wrk on core 1\n",
+            "The same runs with the processes pinned (`taskset` from the machine): if the ratio reaches 1 here, what"
+            " the proxy costs Synapse above is CPU time it takes from Synapse on the two shared cores (and the"
+            " scheduling between them), not work it adds to Synapse's requests.\n\n",
+            throughput_detail(results, "pinned"),
+            "\n",
+            cpu_detail(results, "pinned"),
+        ]
     if "well_known" in results:
         parts += [
             "\n## Well-known: `/.well-known/matrix/client` from the proxy vs from Synapse\n",

@@ -11,7 +11,9 @@ containers afterwards. Phases, in one run:
 4. throughput: GET /_matrix/client/versions with wrk inside each container
    against its own loopback, direct (http://127.0.0.1:8008) and through the
    proxy (https, keep-alive), interleaved: every round measures, for each
-   flavour in a rotating order, direct then proxied, so drift cancels.
+   flavour in a rotating order, direct then proxied, so drift cancels. Then
+   the same with Synapse pinned to core 0 and the proxy and wrk to core 1
+   (taskset from the machine), to tell CPU taken from Synapse from work added.
 5. well-known: /.well-known/matrix/client served by the proxy vs by Synapse
    (throughput, latency, bodies and headers compared).
 6. long-polls: idle /sync long-polls held for the sync timeout, at each level
@@ -52,6 +54,7 @@ PROXY_URL = "https://matrix.bench.test"
 WELL_KNOWN_PROXY_URL = "https://bench.test"
 CA_IN_CONTAINER = "/usr/local/share/ca-certificates/mxedge-test-ca.crt"
 HELPERS = "/opt/mxedge-bench"
+PHASES = ("throughput", "pinned", "wellknown", "longpoll", "workers")
 WORKERS = "workers"  # the container mxedge-bench-workers (scripts/bench/inventory.yml)
 SINGLE = "nginx"  # its single-process twin: the same flavour and settings, no workers
 # Routed reads of the workers phase: (path, needs an access token). Both go to
@@ -112,7 +115,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--merge", action="store_true", help="keep the sections of the existing --results file for the phases this run skips"
     )
-    parser.add_argument("--skip", default="", help="comma-separated phases to skip: throughput, wellknown, longpoll, workers")
+    parser.add_argument("--skip", default="", help=f"comma-separated phases to skip: {', '.join(PHASES)}")
     parser.add_argument(
         "--workers-longpolls", type=int, default=None,
         help="idle long-polls through the two sync workers, and through the single process (default 10000, quick 200)",
@@ -143,9 +146,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     levels = args.longpoll_levels or ("100" if args.quick else "1000,5000")
     args.longpoll_levels = sorted(int(x) for x in levels.split(","))
     args.skip = set(filter(None, args.skip.split(",")))
-    unknown = sorted(args.skip - {"throughput", "wellknown", "longpoll", "workers"})
+    unknown = sorted(args.skip - set(PHASES))
     if unknown:
-        parser.error(f"--skip: unknown {', '.join(unknown)}; allowed: throughput, wellknown, longpoll, workers")
+        parser.error(f"--skip: unknown {', '.join(unknown)}; allowed: {', '.join(PHASES)}")
     if "workers" not in args.skip and SINGLE not in args.flavours:
         parser.error(f"the workers phase compares with the single process behind {SINGLE}: add it to --flavours"
                      " or --skip workers")
@@ -321,10 +324,10 @@ def _snapshot(text: str) -> tuple[dict, int]:
     return groups, busy
 
 
-def wrk(flavour: str, url: str, args: argparse.Namespace, duration: int, header: str = "") -> dict:
+def wrk(flavour: str, url: str, args: argparse.Namespace, duration: int, header: str = "", prefix: str = "") -> dict:
     out = dexec(
         flavour,
-        f"{_SNAPSHOT}; echo @@WRK; wrk -t{args.threads} -c{args.connections} -d{duration}s --timeout 10s"
+        f"{_SNAPSHOT}; echo @@WRK; {prefix}wrk -t{args.threads} -c{args.connections} -d{duration}s --timeout 10s"
         f"{f' -H {header!r}' if header else ''} -s {HELPERS}/wrk_json.lua '{url}'; echo @@AFTER; {_SNAPSHOT}",
         timeout=duration + 60,
     )
@@ -342,18 +345,46 @@ def wrk(flavour: str, url: str, args: argparse.Namespace, duration: int, header:
     return data
 
 
-def interleaved(args: argparse.Namespace, pairs: dict, duration: int) -> dict:
+def interleaved(args: argparse.Namespace, pairs: dict, duration: int, prefix: str = "") -> dict:
     """pairs: name -> (direct path URL, proxied URL). Each round rotates the flavour order."""
     runs: dict = {f: {"direct": [], "proxy": []} for f in args.flavours}
     for rnd in range(args.rounds):
         order = args.flavours[rnd % len(args.flavours):] + args.flavours[: rnd % len(args.flavours)]
         for flavour in order:
             direct_url, proxy_url = pairs[flavour]
-            runs[flavour]["direct"].append(wrk(flavour, direct_url, args, duration))
-            runs[flavour]["proxy"].append(wrk(flavour, proxy_url, args, duration))
+            runs[flavour]["direct"].append(wrk(flavour, direct_url, args, duration, prefix=prefix))
+            runs[flavour]["proxy"].append(wrk(flavour, proxy_url, args, duration, prefix=prefix))
             d, p = runs[flavour]["direct"][-1]["rps"], runs[flavour]["proxy"][-1]["rps"]
             log(f"round {rnd + 1}/{args.rounds} {flavour}: direct {d:.0f} req/s, proxied {p:.0f} req/s ({p / d:.2f}x)")
     return {f: summarise(v) for f, v in runs.items()}
+
+
+PROXY_COMMS = {name for name, group in CPU_GROUPS.items() if group == "proxy"}
+
+
+def pin(flavour: str, synapse_cpus: str, proxy_cpus: str) -> None:
+    """CPU affinity (every thread) of the container's Synapse and proxy processes, set from the machine:
+    the containers lack CAP_SYS_NICE, and Synapse runs as another user than docker exec."""
+    for line in sh(["docker", "top", host(flavour), "-eo", "pid,comm,args"]).stdout.splitlines()[1:]:
+        pid, comm, cmd = (line.split(None, 2) + ["", ""])[:3]
+        cpus = synapse_cpus if "synapse.app." in cmd else proxy_cpus if comm in PROXY_COMMS else None
+        if cpus:
+            sh(["taskset", "-a", "-p", "-c", cpus, pid])
+
+
+def pinned_throughput(args: argparse.Namespace) -> dict:
+    """Where the throughput gap goes: the throughput runs again with Synapse alone on core 0 and the proxy and
+    wrk on core 1 (direct: wrk alone there). If the proxied/direct ratio then reaches 1, what the proxy costs
+    Synapse with the cores shared is CPU time taken from it, not work added to it."""
+    everything = ",".join(str(cpu) for cpu in range(os.cpu_count() or 1))
+    try:
+        for flavour in args.flavours:
+            pin(flavour, "0", "1")
+        pairs = {f: (f"{DIRECT_URL}/_matrix/client/versions", f"{PROXY_URL}/_matrix/client/versions") for f in args.flavours}
+        return interleaved(args, pairs, args.duration, prefix="taskset -c 1 ")
+    finally:
+        for flavour in args.flavours:
+            pin(flavour, everything, everything)
 
 
 def summarise(runs: dict) -> dict:
@@ -595,8 +626,8 @@ def main(argv: list[str]) -> int:
     }
     if args.merge and results_path.exists():
         earlier = json.loads(results_path.read_text(encoding="utf-8"))
-        for phase, key in (("throughput", "throughput"), ("wellknown", "well_known"), ("longpoll", "longpoll"),
-                           ("workers", "workers")):
+        for phase, key in (("throughput", "throughput"), ("pinned", "pinned"), ("wellknown", "well_known"),
+                           ("longpoll", "longpoll"), ("workers", "workers")):
             if phase in args.skip and key in earlier:
                 results[key] = earlier[key]
                 results.setdefault("merged_from", {})[key] = earlier["date"]
@@ -619,6 +650,10 @@ def main(argv: list[str]) -> int:
         log(f"throughput: {args.rounds} interleaved rounds of {args.duration} s, {args.connections} connections")
         pairs = {f: (f"{DIRECT_URL}/_matrix/client/versions", f"{PROXY_URL}/_matrix/client/versions") for f in args.flavours}
         results["throughput"] = interleaved(args, pairs, args.duration)
+        results_path.write_text(json.dumps(results, indent=1, sort_keys=True), encoding="utf-8")
+    if "pinned" not in args.skip and (os.cpu_count() or 1) >= 2:
+        log(f"throughput, pinned (Synapse on core 0, proxy and wrk on core 1): {args.rounds} interleaved rounds")
+        results["pinned"] = pinned_throughput(args)
         results_path.write_text(json.dumps(results, indent=1, sort_keys=True), encoding="utf-8")
     if "wellknown" not in args.skip:
         results["well_known"] = well_known(args)
