@@ -58,6 +58,9 @@ METHOD = """## Method
   thread of the proxy, and wrk, on core 1 (`taskset` from the machine, undone
   afterwards); direct, wrk alone is on core 1. It separates what the proxy takes from
   Synapse by sharing its cores from what it adds to each request.
+- Profile: in nginx's container, pinned as above, Synapse alone at 4 to 64 client
+  connections, Synapse alone with the four headers nginx adds, and through nginx; each
+  run's requests per second of Synapse's CPU time (from /proc).
 - Well-known: the same for `/.well-known/matrix/client`, answered by the proxy itself
   (`https://bench.test/`) vs by Synapse (`serve_server_wellknown: true`, the client
   document from `public_baseurl`); the documents are fetched and compared too.
@@ -376,6 +379,26 @@ def workers_detail(results: dict) -> str:
     return "\n".join(parts) if parts else "Not measured in this run.\n"
 
 
+def profile_detail(results: dict) -> str:
+    prof = results.get("profile", {})
+    base = next((v["per_cpu_s"] for k, v in prof.items() if k.startswith("direct, ") and
+                 k.endswith(f" {results['settings']['connections']} connections")), None)
+    rows = [[name, f"{v['rps']:.0f}", f"{v['synapse_cpu']:.0f}", f"{v['per_cpu_s']:.0f}",
+             f"{v['per_cpu_s'] / base:.2f}" if base else "-", str(v["errors"])] for name, v in prof.items()]
+    text = table(["run", "req/s", "Synapse % of a core", "requests per Synapse CPU second",
+                  f"vs direct at {results['settings']['connections']} connections", "errors"], rows)
+    headers = next((v["per_cpu_s"] for k, v in prof.items() if k.startswith("direct with")), None)
+    proxied = next((v["per_cpu_s"] for k, v in prof.items() if k.startswith("through")), None)
+    if base and headers and proxied:
+        nearest = min(((k, v) for k, v in prof.items() if k.startswith("direct, ")),
+                      key=lambda kv: abs(kv[1]["per_cpu_s"] - proxied))
+        text += (f"\nOf what Synapse loses per CPU second through nginx ({1 - proxied / base:.0%} of its direct figure),"
+                 f" the headers account for {1 - headers / base:.0%} when sent directly; through nginx it serves about"
+                 f" what it serves directly at {nearest[0].split(', ')[1]} ({nearest[1]['per_cpu_s'] / base:.2f}):"
+                 " consistent with fewer requests waiting for each turn of its event loop while the others are in the proxy (a reading of these figures, not a trace of the event loop).\n")
+    return text
+
+
 def converge_detail(results: dict) -> str:
     rows = []
     for flavour in results["settings"]["flavours"]:
@@ -457,6 +480,15 @@ def render(results: dict) -> str:
             throughput_detail(results, "pinned"),
             "\n",
             cpu_detail(results, "pinned"),
+        ]
+    if "profile" in results:
+        parts += [
+            "\n## Where Synapse's extra work goes: requests per CPU second (nginx's container, pinned)\n",
+            "Synapse on core 0 runs at its core's limit in every run below; what changes is how many requests it"
+            " serves per second of its CPU. Synapse alone at several numbers of client connections, Synapse alone"
+            " with the headers nginx adds to each request (`Host`, `X-Forwarded-For`, `X-Forwarded-Proto`,"
+            " `X-Request-ID`), and through nginx.\n\n",
+            profile_detail(results),
         ]
     if "well_known" in results:
         parts += [

@@ -13,7 +13,9 @@ containers afterwards. Phases, in one run:
    proxy (https, keep-alive), interleaved: every round measures, for each
    flavour in a rotating order, direct then proxied, so drift cancels. Then
    the same with Synapse pinned to core 0 and the proxy and wrk to core 1
-   (taskset from the machine), to tell CPU taken from Synapse from work added.
+   (taskset from the machine), to tell CPU taken from Synapse from work added;
+   and, in nginx's container, Synapse's requests per CPU second alone at
+   several concurrencies, with nginx's headers, and through nginx.
 5. well-known: /.well-known/matrix/client served by the proxy vs by Synapse
    (throughput, latency, bodies and headers compared).
 6. long-polls: idle /sync long-polls held for the sync timeout, at each level
@@ -54,7 +56,7 @@ PROXY_URL = "https://matrix.bench.test"
 WELL_KNOWN_PROXY_URL = "https://bench.test"
 CA_IN_CONTAINER = "/usr/local/share/ca-certificates/mxedge-test-ca.crt"
 HELPERS = "/opt/mxedge-bench"
-PHASES = ("throughput", "pinned", "wellknown", "longpoll", "workers")
+PHASES = ("throughput", "pinned", "profile", "wellknown", "longpoll", "workers")
 WORKERS = "workers"  # the container mxedge-bench-workers (scripts/bench/inventory.yml)
 SINGLE = "nginx"  # its single-process twin: the same flavour and settings, no workers
 # Routed reads of the workers phase: (path, needs an access token). Both go to
@@ -324,11 +326,14 @@ def _snapshot(text: str) -> tuple[dict, int]:
     return groups, busy
 
 
-def wrk(flavour: str, url: str, args: argparse.Namespace, duration: int, header: str = "", prefix: str = "") -> dict:
+def wrk(flavour: str, url: str, args: argparse.Namespace, duration: int, header: str | list = "", prefix: str = "",
+        connections: int = 0) -> dict:
+    headers = [header] if isinstance(header, str) and header else list(header or [])
     out = dexec(
         flavour,
-        f"{_SNAPSHOT}; echo @@WRK; {prefix}wrk -t{args.threads} -c{args.connections} -d{duration}s --timeout 10s"
-        f"{f' -H {header!r}' if header else ''} -s {HELPERS}/wrk_json.lua '{url}'; echo @@AFTER; {_SNAPSHOT}",
+        f"{_SNAPSHOT}; echo @@WRK; {prefix}wrk -t{args.threads} -c{connections or args.connections} -d{duration}s"
+        f" --timeout 10s{''.join(f' -H {h!r}' for h in headers)} -s {HELPERS}/wrk_json.lua '{url}'; echo @@AFTER;"
+        f" {_SNAPSHOT}",
         timeout=duration + 60,
     )
     before, rest = out.split("@@WRK", 1)
@@ -385,6 +390,47 @@ def pinned_throughput(args: argparse.Namespace) -> dict:
     finally:
         for flavour in args.flavours:
             pin(flavour, everything, everything)
+
+
+# The headers nginx sends Synapse with each request (roles/nginx/templates/matrix.conf.j2;
+# the request ID is one nginx $request_id long).
+PROXY_HEADERS = ["Host: matrix.bench.test", "X-Forwarded-For: 127.0.0.1", "X-Forwarded-Proto: https",
+                 "X-Request-ID: 0123456789abcdef0123456789abcdef"]
+PROFILE_CONNECTIONS = (4, 8, 16, 32, 64)
+
+
+def synapse_profile(args: argparse.Namespace) -> dict:
+    """Why Synapse serves fewer requests per CPU second through a proxy (nginx's container, pinned as in the
+    pinned phase): Synapse alone at several client concurrencies, Synapse alone with the headers nginx adds,
+    and through nginx; each run's requests per second of Synapse's CPU."""
+    flavour = SINGLE
+    everything = ",".join(str(cpu) for cpu in range(os.cpu_count() or 1))
+    plan = [(f"direct, {n} connections", DIRECT_URL, [], n) for n in PROFILE_CONNECTIONS]
+    plan.append((f"direct with nginx's headers, {args.connections} connections", DIRECT_URL, PROXY_HEADERS, 0))
+    plan.append((f"through nginx, {args.connections} connections", PROXY_URL, [], 0))
+    runs: dict = {name: [] for name, *_rest in plan}
+    try:
+        pin(flavour, "0", "1")
+        for rnd in range(args.rounds):
+            for name, base, headers, connections in plan if rnd % 2 == 0 else list(reversed(plan)):
+                run = wrk(flavour, base + "/_matrix/client/versions", args, args.duration, header=headers,
+                          prefix="taskset -c 1 ", connections=connections)
+                cpu = run["cpu"].get("Synapse", 0)
+                run["per_cpu_s"] = round(run["rps"] / (cpu / 100), 1) if cpu else None
+                runs[name].append(run)
+                log(f"profile round {rnd + 1}/{args.rounds} {name}: {run['rps']:.0f} req/s, Synapse {cpu:.0f} %,"
+                    f" {run['per_cpu_s']} requests per Synapse CPU second")
+    finally:
+        pin(flavour, everything, everything)
+    out = {}
+    for name, found in runs.items():
+        out[name] = {
+            "rps": statistics.median(r["rps"] for r in found),
+            "synapse_cpu": statistics.median(r["cpu"].get("Synapse", 0) for r in found),
+            "per_cpu_s": statistics.median(r["per_cpu_s"] for r in found if r["per_cpu_s"]),
+            "errors": sum(r["errors_total"] for r in found),
+        }
+    return out
 
 
 def summarise(runs: dict) -> dict:
@@ -626,16 +672,20 @@ def main(argv: list[str]) -> int:
     }
     if args.merge and results_path.exists():
         earlier = json.loads(results_path.read_text(encoding="utf-8"))
-        for phase, key in (("throughput", "throughput"), ("pinned", "pinned"), ("wellknown", "well_known"),
+        for phase, key in (("throughput", "throughput"), ("pinned", "pinned"), ("profile", "profile"),
+                           ("wellknown", "well_known"),
                            ("longpoll", "longpoll"), ("workers", "workers")):
             if phase in args.skip and key in earlier:
                 results[key] = earlier[key]
-                results.setdefault("merged_from", {})[key] = earlier["date"]
+                results.setdefault("merged_from", {})[key] = (
+                    f"{earlier['date']} (whole run {earlier.get('total_s', '-')} s; load average"
+                    f" {earlier['machine'].get('loadavg_start', 0):.1f} at start,"
+                    f" {earlier['machine'].get('loadavg_end', 0):.1f} at end)")
     if args.reuse and args.converge_results:
         earlier = json.loads(Path(args.converge_results).read_text(encoding="utf-8"))
         results["converge"] = earlier.get("converge", {})
         if earlier.get("workers", {}).get("converge"):
-            results["workers"] = {"converge": earlier["workers"]["converge"]}
+            results.setdefault("workers", {})["converge"] = earlier["workers"]["converge"]
         results["settings"]["converge_parallel"] = earlier["settings"].get("converge_parallel", False)
         results["settings"]["converge_from"] = earlier["date"]
         log(f"--reuse: converge figures of the run of {earlier['date']} ({args.converge_results})")
@@ -654,6 +704,10 @@ def main(argv: list[str]) -> int:
     if "pinned" not in args.skip and (os.cpu_count() or 1) >= 2:
         log(f"throughput, pinned (Synapse on core 0, proxy and wrk on core 1): {args.rounds} interleaved rounds")
         results["pinned"] = pinned_throughput(args)
+        results_path.write_text(json.dumps(results, indent=1, sort_keys=True), encoding="utf-8")
+    if "profile" not in args.skip and (os.cpu_count() or 1) >= 2 and SINGLE in args.flavours:
+        log(f"profile: Synapse's requests per CPU second in {host(SINGLE)}, pinned: {args.rounds} rounds")
+        results["profile"] = synapse_profile(args)
         results_path.write_text(json.dumps(results, indent=1, sort_keys=True), encoding="utf-8")
     if "wellknown" not in args.skip:
         results["well_known"] = well_known(args)
