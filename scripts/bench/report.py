@@ -395,7 +395,8 @@ def profile_detail(results: dict) -> str:
         text += (f"\nOf what Synapse loses per CPU second through nginx ({1 - proxied / base:.0%} of its direct figure),"
                  f" the headers account for {1 - headers / base:.0%} when sent directly; through nginx it serves about"
                  f" what it serves directly at {nearest[0].split(', ')[1]} ({nearest[1]['per_cpu_s'] / base:.2f}):"
-                 " consistent with fewer requests waiting for each turn of its event loop while the others are in the proxy (a reading of these figures, not a trace of the event loop).\n")
+                 " consistent with fewer requests waiting for each turn of its event loop while the others are in"
+                 " the proxy (a reading of these figures, not a trace of the event loop).\n")
     return text
 
 
