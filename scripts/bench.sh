@@ -4,7 +4,7 @@
 # the collection onto test containers; writes docs/benchmark.md. Not part of the
 # test suite. See docs/benchmark.md.
 #   bash scripts/bench.sh --quick     # development: small counts, short runs
-#   bash scripts/bench.sh             # the full run (about 22 min on a quiet 2-core machine)
+#   bash scripts/bench.sh             # the full run (about 30 min on a quiet 2-core machine)
 #   bash scripts/bench.sh --keep ...  # leave the containers up afterwards
 #   bash scripts/bench.sh down        # remove the benchmark containers and network
 #   bash scripts/bench.sh --help      # every option
