@@ -19,7 +19,7 @@ readonly BENCH_NETWORK=mxedge-bench
 readonly BENCH_CONTAINERS="nginx apache caddy haproxy workers"
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
   echo
   echo "Options of the run (scripts/bench/run.py), besides --keep:"
   python3 scripts/bench/run.py --help | sed -n '/^options:/,$p'

@@ -267,7 +267,10 @@ async def run(args: argparse.Namespace) -> dict:
         if stats.open + failed + len(stats.elapsed) >= args.count or all(t.done() for t in tasks):
             ramp_seconds = round(time.monotonic() - started, 1)
     await asyncio.gather(*tasks)
+    sampler_error = None
     if sampler is not None:
+        if sampler.done() and sampler.exception() is not None:
+            sampler_error = repr(sampler.exception())
         sampler.cancel()
     elapsed = sorted(stats.elapsed)
     return {
@@ -277,6 +280,7 @@ async def run(args: argparse.Namespace) -> dict:
         # Peak established connections on each --count-ports port (the sync workers' side), and their sum.
         "port_peaks": {str(port): peaks.get(port, 0) for port in sorted(ports)},
         "ports_peak_total": total_peak[0],
+        "port_sampler_error": sampler_error,
         "timeout_ms": args.timeout_ms,
         "nofile": [soft, hard],
         "held": stats.held,

@@ -39,6 +39,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--workers-longpoll-timeout", type=int, default=None,
-        help="their sync timeout in seconds (default 90: opening 10,000 takes longer than 60 s on one process; quick 10)",
+        help="their sync timeout in seconds (default 90: all 10,000 open well before the first ones end; quick 10)",
     )
     parser.add_argument(
         "--workers-tokens", type=int, default=16,
@@ -332,7 +333,7 @@ def wrk(flavour: str, url: str, args: argparse.Namespace, duration: int, header:
     out = dexec(
         flavour,
         f"{_SNAPSHOT}; echo @@WRK; {prefix}wrk -t{args.threads} -c{connections or args.connections} -d{duration}s"
-        f" --timeout 10s{''.join(f' -H {h!r}' for h in headers)} -s {HELPERS}/wrk_json.lua '{url}'; echo @@AFTER;"
+        f" --timeout 10s{''.join(f' -H {shlex.quote(h)}' for h in headers)} -s {HELPERS}/wrk_json.lua '{url}'; echo @@AFTER;"
         f" {_SNAPSHOT}",
         timeout=duration + 60,
     )
@@ -377,6 +378,15 @@ def pin(flavour: str, synapse_cpus: str, proxy_cpus: str) -> None:
             sh(["taskset", "-a", "-p", "-c", cpus, pid])
 
 
+def unpin(flavour: str, everything: str) -> None:
+    """Every CPU again for the container's Synapse and proxy; a failure is logged, not raised, so that
+    the other containers are restored too and the phase's own error is not hidden."""
+    try:
+        pin(flavour, everything, everything)
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        log(f"could not restore the CPU affinity in {host(flavour)}: {exc}; run: taskset -a -p -c {everything} <pid>")
+
+
 def pinned_throughput(args: argparse.Namespace) -> dict:
     """Where the throughput gap goes: the throughput runs again with Synapse alone on core 0 and the proxy and
     wrk on core 1 (direct: wrk alone there). If the proxied/direct ratio then reaches 1, what the proxy costs
@@ -389,7 +399,7 @@ def pinned_throughput(args: argparse.Namespace) -> dict:
         return interleaved(args, pairs, args.duration, prefix="taskset -c 1 ")
     finally:
         for flavour in args.flavours:
-            pin(flavour, everything, everything)
+            unpin(flavour, everything)
 
 
 # The headers nginx sends Synapse with each request (roles/nginx/templates/matrix.conf.j2;
@@ -421,7 +431,7 @@ def synapse_profile(args: argparse.Namespace) -> dict:
                 log(f"profile round {rnd + 1}/{args.rounds} {name}: {run['rps']:.0f} req/s, Synapse {cpu:.0f} %,"
                     f" {run['per_cpu_s']} requests per Synapse CPU second")
     finally:
-        pin(flavour, everything, everything)
+        unpin(flavour, everything)
     out = {}
     for name, found in runs.items():
         out[name] = {
@@ -677,17 +687,19 @@ def main(argv: list[str]) -> int:
                            ("longpoll", "longpoll"), ("workers", "workers")):
             if phase in args.skip and key in earlier:
                 results[key] = earlier[key]
-                results.setdefault("merged_from", {})[key] = (
+                # The run that measured it: an earlier --merge names it already.
+                results.setdefault("merged_from", {})[key] = earlier.get("merged_from", {}).get(key) or (
                     f"{earlier['date']} (whole run {earlier.get('total_s', '-')} s; load average"
                     f" {earlier['machine'].get('loadavg_start', 0):.1f} at start,"
                     f" {earlier['machine'].get('loadavg_end', 0):.1f} at end)")
     if args.reuse and args.converge_results:
         earlier = json.loads(Path(args.converge_results).read_text(encoding="utf-8"))
         results["converge"] = earlier.get("converge", {})
-        if earlier.get("workers", {}).get("converge"):
+        # A merged workers section keeps its own converge figures (they belong to its measurements).
+        if earlier.get("workers", {}).get("converge") and "workers" not in results.get("merged_from", {}):
             results.setdefault("workers", {})["converge"] = earlier["workers"]["converge"]
         results["settings"]["converge_parallel"] = earlier["settings"].get("converge_parallel", False)
-        results["settings"]["converge_from"] = earlier["date"]
+        results["settings"]["converge_from"] = earlier["settings"].get("converge_from") or earlier["date"]
         log(f"--reuse: converge figures of the run of {earlier['date']} ({args.converge_results})")
     elif args.reuse:
         log("--reuse: no setup, no timed converge")
