@@ -80,7 +80,9 @@ METHOD = """## Method
 - Workers (issue 20, [workers.md](workers.md)): `mxedge-bench-workers` is
   `mxedge-bench-nginx` grown into workers, deployed by the same playbook with the same
   settings plus `matrix_workers` (two sync workers, two client readers, all on that
-  host), PostgreSQL and Redis set up by the homeserver role. Its twin
+  host), PostgreSQL and Redis set up by the homeserver role (Debian's redis-server unit
+  gets the test bed's drop-in `PrivateUsers=false`, as in `molecule/workers`: systemd
+  cannot set up user namespaces in these containers). Its twin
   `mxedge-bench-nginx` is the single process behind the same nginx. Routed reads:
   `wrk` through nginx in each container, interleaved (the order alternating between
   rounds), on two endpoints of the client readers' class (MX16, not sticky):

@@ -50,7 +50,7 @@ def test_mas_compat_endpoints_reach_mas_with_the_uri_unmodified(hs, proxies, fla
     # Control: the rest of the client API still reaches Synapse.
     control = marker()
     requests.append((f"https://{CLIENT_HOST}/_matrix/client/versions?{control}=1", []))
-    results = hs.curl_many(proxies[flavour].ip, requests)
+    results = hs.curl_many(requests, proxy_ip=proxies[flavour].ip)
     for (target, method), (status, _headers, body) in zip(targets, results):
         assert status == 200, (target, status, body)
         answer = json.loads(body)
@@ -79,7 +79,7 @@ def test_mas_host_is_routed_whole(hs, proxies, flavour):
     ]
     requests = [(f"https://{MAS_HOST}{target}", ["-X", method] + (["--data-binary", f"@/tmp/{tag}.body"] if method != "GET" else []))
                 for method, target in targets]
-    results = hs.curl_many(proxies[flavour].ip, requests)
+    results = hs.curl_many(requests, proxy_ip=proxies[flavour].ip)
     for (method, target), (status, _headers, answer) in zip(targets, results):
         assert status == 200, (target, status, answer)
         assert json.loads(answer) == {"standin": "mas", "method": method, "target": target}
@@ -97,7 +97,7 @@ def test_synapse_mas_api_is_not_public(hs, proxies, flavour):
     """MX13 MX11: Synapse's /_synapse/mas (MAS's side channel) is not routed; the proxy answers 404 itself."""
     tag = marker()
     (status, headers, body), = hs.curl_many(
-        proxies[flavour].ip, [(f"https://{CLIENT_HOST}/_synapse/mas/is_localpart_available?localpart=a&{tag}=1", [])])
+        [(f"https://{CLIENT_HOST}/_synapse/mas/is_localpart_available?localpart=a&{tag}=1", [])], proxy_ip=proxies[flavour].ip)
     assert status == 404, body
     assert json.loads(body)["errcode"] == "M_UNRECOGNIZED"
     assert headers["content-type"].startswith("application/json")
@@ -117,7 +117,7 @@ def test_synapse_delegates_authentication_to_mas(hs, proxies):
     before = len(hs.records("mas", "/.well-known/openid-configuration"))
     tag = marker()
     (status, _headers, body), = hs.curl_many(
-        proxies["nginx"].ip, [(f"https://{CLIENT_HOST}/_matrix/client/v1/auth_metadata?{tag}=1", [])])
+        [(f"https://{CLIENT_HOST}/_matrix/client/v1/auth_metadata?{tag}=1", [])], proxy_ip=proxies["nginx"].ip)
     # The stand-in's answer is no OAuth metadata, so Synapse fails the request; what counts is whom it asked.
     assert hs.homeserver_log_has(tag), (status, body)
     asked = hs.records("mas", "/.well-known/openid-configuration")
@@ -130,7 +130,7 @@ def test_well_known_client_names_the_issuer_and_the_rtc_focus_byte_identical(hs,
     """MX03: the same bytes from every flavour, with MSC2965's issuer and MSC4143's focus."""
     bodies = {}
     for flavour in FLAVOURS:
-        (status, headers, body), = hs.curl_many(proxies[flavour].ip, [("https://example.test/.well-known/matrix/client", [])])
+        (status, headers, body), = hs.curl_many([("https://example.test/.well-known/matrix/client", [])], proxy_ip=proxies[flavour].ip)
         assert status == 200 and headers["content-type"] == "application/json", (flavour, status, headers)
         assert headers["access-control-allow-origin"] == "*"
         bodies[flavour] = body
@@ -149,12 +149,12 @@ def test_well_known_client_names_the_issuer_and_the_rtc_focus_byte_identical(hs,
 def test_rtc_jwt_service_and_openid_userinfo(hs, proxies, flavour):
     """MX14: the JWT service's host reaches it; the federation openid/userinfo endpoint it calls reaches Synapse."""
     tag = marker()
-    results = hs.curl_many(proxies[flavour].ip, [
+    results = hs.curl_many([
         (f"https://{JWT_HOST}/sfu/get?{tag}=1",
          ["-X", "POST", "-H", "Content-Type: application/json", "--data", '{"room":"!r:example.test","openid_token":{}}']),
         (f"https://{JWT_HOST}/healthz?{tag}=2", []),
         (f"https://{CLIENT_HOST}:8448/_matrix/federation/v1/openid/userinfo?access_token=nope&{tag}=3", []),
-    ])
+    ], proxy_ip=proxies[flavour].ip)
     for status, _headers, body in results[:2]:
         assert status == 200 and json.loads(body)["standin"] == "rtc_jwt", body
     records = {r["target"]: r for r in hs.records("rtc_jwt", tag)}

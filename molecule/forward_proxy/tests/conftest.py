@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-import testinfra
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tests"
 sys.path.insert(0, str(SHARED))
@@ -30,8 +29,11 @@ RUNNER = _shared.RUNNER
 INVENTORY = _shared.INVENTORY
 SCENARIO_DIR = _shared.SCENARIO_DIR
 
+sys.path.insert(0, str(SHARED.parent / "lib"))
+from scenario_hosts import Host  # noqa: E402  pylint: disable=wrong-import-position
 
-class Squid:
+
+class Squid(Host):
     """The forward proxy host: squid and the push gateway (push.test)."""
 
     ACCESS_LOG = "/var/log/squid/access.log"
@@ -39,9 +41,7 @@ class Squid:
 
     def __init__(self):
         (name,) = RUNNER.get_hosts("forward_proxies")
-        self.name = name
-        self.host = testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
-        self.vars = RUNNER.get_variables(name)
+        super().__init__(name, INVENTORY)
 
     def lines(self, path):
         """Current number of lines of `path` (0 when it does not exist yet)."""

@@ -6,14 +6,12 @@ address the proxies see is a real container address and name resolution is the
 Docker network's), and drive Matrix with matrix-nio from the controller.
 """
 
-import base64
 import hashlib
 import hmac
 import json
 import os
 import pathlib
 import re
-import shlex
 import socket
 import ssl
 import subprocess
@@ -22,15 +20,16 @@ import time
 import uuid
 
 import pytest
-import testinfra
 import testinfra.modules.ansible
-import testinfra.utils.ansible_runner
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "lib"))
+from scenario_hosts import CurlClient, runner  # noqa: E402  pylint: disable=wrong-import-position
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 EPHEMERAL = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 PROJECT = pathlib.Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 SCENARIO_DIR = pathlib.Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
-RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
+RUNNER = runner(INVENTORY)
 
 # What each flavour's service, config tree and checker are called; used by the
 # tests that stop the homeserver and that inject a broken directive.
@@ -62,14 +61,12 @@ FLAVOURS = {
 }
 
 
-class Node:
-    """One homeserver host of the topology, with its inventory variables."""
+class Node(CurlClient):
+    """One homeserver host of the topology, with its inventory variables; its curl resolves names as the host does."""
 
     def __init__(self, group):
         (name,) = RUNNER.get_hosts(group)
-        self.name = name
-        self.host = testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
-        self.vars = RUNNER.get_variables(name)
+        super().__init__(name, INVENTORY, ())
 
     @property
     def server_name(self):
@@ -78,46 +75,6 @@ class Node:
     @property
     def fqdn(self):
         return self.vars.get("matrix_homeserver_fqdn", self.server_name)
-
-    @property
-    def ip(self):
-        return self.host.check_output("hostname -I").split()[0]
-
-    def curl(self, url, *args, data_file=None, timeout=30):
-        """Run curl here; returns (status, headers, body bytes)."""
-        return self.curl_many([(url, args)], data_file=data_file, timeout=timeout)[0]
-
-    def curl_many(self, requests, data_file=None, timeout=30):
-        """Several curl runs in one remote command: [(url, args)] -> [(status, headers, body bytes)].
-
-        One round trip to the host however many requests (each testinfra command
-        is an Ansible run); every request is still its own curl, its own connection.
-        Header names are lower-cased; with several header blocks (100 Continue),
-        the last one's values win.
-        """
-        parts = []
-        for url, args in requests:
-            tag = uuid.uuid4().hex
-            body, head = f"/tmp/mx-{tag}.body", f"/tmp/mx-{tag}.head"
-            extra = " ".join(shlex.quote(a) for a in args)
-            if data_file:
-                extra += f" --data-binary @{shlex.quote(data_file)}"
-            parts.append(
-                f"curl -sS --path-as-is --max-time {timeout} -o {body} -D {head} -w '%{{http_code}}' {extra} "
-                f"{shlex.quote(url)}; echo; base64 -w0 {body} 2>/dev/null; echo; base64 -w0 {head} 2>/dev/null; echo; "
-                f"rm -f {body} {head}"
-            )
-        lines = self.host.run("; ".join(parts)).stdout.split("\n")
-        results = []
-        for index in range(len(requests)):
-            status_line, body_b64, head_b64 = lines[3 * index:3 * index + 3]
-            headers = {}
-            for line in base64.b64decode(head_b64).decode("latin-1").split("\n"):
-                if ":" in line:
-                    key, value = line.split(":", 1)
-                    headers[key.strip().lower()] = value.strip()
-            results.append((int(status_line or 0), headers, base64.b64decode(body_b64)))
-        return results
 
     def homeserver_local(self, path, *args):
         """curl the homeserver's own listener, bypassing the proxy."""

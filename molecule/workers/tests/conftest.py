@@ -7,83 +7,39 @@ string, which Synapse's access log prints): ``homeserver.log`` is the main
 process's, ``<worker>.log`` each worker's, on both homeserver hosts.
 """
 
-import base64
 import hashlib
 import hmac
 import json
 import os
 import pathlib
 import shlex
+import sys
 import time
-import uuid
 
 import pytest
-import testinfra
-import testinfra.utils.ansible_runner
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "molecule" / "shared" / "lib"))
+from scenario_hosts import CurlClient, Host, marker, proxies_by_flavour, runner  # noqa: E402  pylint: disable=wrong-import-position
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 EPHEMERAL = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
-ROOT = pathlib.Path(__file__).resolve().parents[3]
 SCENARIO = pathlib.Path(__file__).resolve().parents[1]
-RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
+RUNNER = runner(INVENTORY)
 
 FLAVOURS = ("nginx", "apache", "caddy", "haproxy")
 CLIENT_HOST = "matrix.example.test"
 PUBLIC_NAMES = ("example.test", CLIENT_HOST)
 PASSWORD = "mxedge-workers-password"
 LOG_DIR = "/var/log/synapse"
+__all__ = ["marker"]  # shared helper, imported by the tests from here
 
 
-class Host:
-    """One container of the scenario, with its inventory variables."""
-
-    def __init__(self, name):
-        self.name = name
-        self.host = testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
-        self.vars = RUNNER.get_variables(name)
-
-    @property
-    def ip(self):
-        return self.host.check_output("hostname -I").split()[0]
-
-    def run(self, command):
-        return self.host.run(command)
-
-
-class Client(Host):
+class Client(CurlClient):
     """workers-hs: the main process's host, also the curl client of the proxies."""
 
-    def curl_many(self, requests, proxy_ip=None, timeout=30):
-        """[(url, [curl args])] (through the proxy at proxy_ip) -> [(status, headers, body bytes)], one remote command."""
-        resolve = []
-        if proxy_ip:
-            for name in PUBLIC_NAMES:
-                for port in (443, 8448):
-                    resolve += ["--resolve", f"{name}:{port}:{proxy_ip}"]
-        parts = []
-        for url, args in requests:
-            tag = uuid.uuid4().hex
-            body, head = f"/tmp/mx-{tag}.body", f"/tmp/mx-{tag}.head"
-            extra = " ".join(shlex.quote(a) for a in list(args) + resolve)
-            parts.append(
-                f"curl -sS --path-as-is --max-time {timeout} -o {body} -D {head} -w '%{{http_code}}' {extra} "
-                f"{shlex.quote(url)}; echo; base64 -w0 {body} 2>/dev/null; echo; base64 -w0 {head} 2>/dev/null; echo; "
-                f"rm -f {body} {head}"
-            )
-        lines = self.host.run("; ".join(parts)).stdout.split("\n")
-        results = []
-        for index in range(len(requests)):
-            status_line, body_b64, head_b64 = lines[3 * index:3 * index + 3]
-            headers = {}
-            for line in base64.b64decode(head_b64).decode("latin-1").split("\n"):
-                if ":" in line:
-                    key, value = line.split(":", 1)
-                    headers[key.strip().lower()] = value.strip()
-            results.append((int(status_line or 0), headers, base64.b64decode(body_b64)))
-        return results
-
-    def curl(self, url, *args, proxy_ip=None, timeout=30):
-        return self.curl_many([(url, args)], proxy_ip=proxy_ip, timeout=timeout)[0]
+    def __init__(self, name):
+        super().__init__(name, INVENTORY, PUBLIC_NAMES)
 
     def register(self, user):
         """Register user@example.test with the shared secret, on the main process's own listener."""
@@ -145,10 +101,6 @@ class Deployment:
                 host.run(f"systemctl {state} synapse-worker@{worker['name']}")
 
 
-def marker():
-    return "mx" + uuid.uuid4().hex[:16]
-
-
 def with_marker(path, mark):
     return f"{path}{'&' if '?' in path else '?'}mxprobe={mark}"
 
@@ -169,12 +121,12 @@ def hs():
 
 @pytest.fixture(scope="session")
 def hsw():
-    return Host("workers-hsw")
+    return Host("workers-hsw", INVENTORY)
 
 
 @pytest.fixture(scope="session")
 def other():
-    return Host("workers-other")
+    return Host("workers-other", INVENTORY)
 
 
 @pytest.fixture(scope="session")
@@ -185,12 +137,7 @@ def deployment(hs, hsw):
 @pytest.fixture(scope="session")
 def proxies():
     """Flavour -> proxy host."""
-    hosts = {}
-    for name in RUNNER.get_hosts("workers_proxies"):
-        host = Host(name)
-        hosts[host.vars["matrix_proxy_flavour"]] = host
-    assert sorted(hosts) == sorted(FLAVOURS)
-    return hosts
+    return proxies_by_flavour(INVENTORY, "workers_proxies", FLAVOURS)
 
 
 @pytest.fixture(scope="session")
