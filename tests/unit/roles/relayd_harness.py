@@ -37,10 +37,10 @@ def collections_tree(base: Path) -> Path:
     return tree
 
 
-def run_playbook(base: Path, plays: list, hosts: dict, group_vars: dict | None = None, timeout: int = 600):
-    """Run ``plays`` against ``hosts`` ({name: hostvars}), all local.
+def run_ansible(base: Path, plays: list, hosts: dict, group_vars: dict | None = None, options=(), timeout: int = 600):
+    """Run ``plays`` against ``hosts`` ({name: hostvars}), all local, with ansible-playbook ``options``.
     ``group_vars`` go to the group "all" (below host variables in precedence).
-    Returns (returncode, parsed json callback output, stderr)."""
+    Returns (returncode, parsed json callback output, the finished process)."""
     base.mkdir(parents=True, exist_ok=True)
     inventory = {
         "all": {
@@ -62,14 +62,20 @@ def run_playbook(base: Path, plays: list, hosts: dict, group_vars: dict | None =
         "ANSIBLE_DEPRECATION_WARNINGS": "0",
     })
     proc = subprocess.run(
-        [ansible_playbook(), "-i", str(base / "inventory.yml"), str(base / "playbook.yml")],
+        [ansible_playbook(), "-i", str(base / "inventory.yml"), *options, str(base / "playbook.yml")],
         cwd=base, env=env, capture_output=True, text=True, timeout=timeout, check=False,
     )
     try:
         result = json.loads(proc.stdout)
     except json.JSONDecodeError as exc:
         raise AssertionError(f"ansible-playbook gave no json (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from exc
-    return proc.returncode, result, proc.stderr
+    return proc.returncode, result, proc
+
+
+def run_playbook(base: Path, plays: list, hosts: dict, group_vars: dict | None = None, timeout: int = 600):
+    """run_ansible without options; returns (returncode, parsed json callback output, stderr)."""
+    returncode, result, proc = run_ansible(base, plays, hosts, group_vars, timeout=timeout)
+    return returncode, result, proc.stderr
 
 
 def host_failures(result, host):
