@@ -306,6 +306,12 @@ def longpoll_detail(results: dict) -> str:
 CPU_COLUMNS = ("Synapse", "proxy", "wrk")
 
 
+def cpu_cells(got: dict) -> list[str]:
+    """The Synapse, proxy and wrk percentages of one run, then every other process group at 1 % or more."""
+    others = sorted(((v, g) for g, v in got.items() if g not in CPU_COLUMNS + ("machine",) and v >= 1), reverse=True)
+    return [f"{got.get(g, 0):.0f}" for g in CPU_COLUMNS] + [", ".join(f"{g} {v:.0f}" for v, g in others) or "-"]
+
+
 def cpu_detail(results: dict, key: str) -> str:
     """Where the CPU went during the wrk runs: median percent of one core per process group of the
     container, and the whole machine's busy time (other containers and jobs included)."""
@@ -317,9 +323,7 @@ def cpu_detail(results: dict, key: str) -> str:
             continue
         for side, label in (("direct", "Synapse" if key == "well_known" else "direct"), ("proxy", "through the proxy")):
             got = cpu.get(side, {})
-            others = sorted(((v, g) for g, v in got.items() if g not in CPU_COLUMNS + ("machine",) and v >= 1), reverse=True)
-            rows.append([flavour, label] + [f"{got.get(g, 0):.0f}" for g in CPU_COLUMNS]
-                        + [", ".join(f"{g} {v:.0f}" for v, g in others) or "-", f"{got.get('machine', 0):.0f} of {cores}00"])
+            rows.append([flavour, label] + cpu_cells(got) + [f"{got.get('machine', 0):.0f} of {cores}00"])
     if not rows:
         return ""
     return table(["container", "run", "Synapse %", "proxy %", "wrk %", "others of the container %", "machine busy %"], rows)
@@ -357,10 +361,7 @@ def workers_detail(results: dict) -> str:
         for name, rd in wk.get("reads", {}).items():
             for side, label in (("direct", "single process"), ("proxy", "workers")):
                 got = rd.get("cpu", {}).get(side, {})
-                others = sorted(((v, g) for g, v in got.items() if g not in CPU_COLUMNS + ("machine",) and v >= 1),
-                                reverse=True)
-                cpu_rows.append([f"`{rd['path']}`", label] + [f"{got.get(g, 0):.0f}" for g in CPU_COLUMNS]
-                                + [", ".join(f"{g} {v:.0f}" for v, g in others) or "-", f"{got.get('machine', 0):.0f}"])
+                cpu_rows.append([f"`{rd['path']}`", label] + cpu_cells(got) + [f"{got.get('machine', 0):.0f}"])
         parts.append("\nWhere the CPU goes (median percent of one core; Synapse = every Synapse process of the"
                      " container):\n")
         parts.append(table(["endpoint", "deployment", "Synapse %", "nginx %", "wrk %", "others %", "machine busy %"],

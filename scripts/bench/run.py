@@ -327,9 +327,8 @@ def _snapshot(text: str) -> tuple[dict, int]:
     return groups, busy
 
 
-def wrk(flavour: str, url: str, args: argparse.Namespace, duration: int, header: str | list = "", prefix: str = "",
+def wrk(flavour: str, url: str, args: argparse.Namespace, duration: int, headers: list | tuple = (), prefix: str = "",
         connections: int = 0) -> dict:
-    headers = [header] if isinstance(header, str) and header else list(header or [])
     out = dexec(
         flavour,
         f"{_SNAPSHOT}; echo @@WRK; {prefix}wrk -t{args.threads} -c{connections or args.connections} -d{duration}s"
@@ -378,20 +377,22 @@ def pin(flavour: str, synapse_cpus: str, proxy_cpus: str) -> None:
             sh(["taskset", "-a", "-p", "-c", cpus, pid])
 
 
-def unpin(flavour: str, everything: str) -> None:
+ALL_CPUS = ",".join(str(cpu) for cpu in range(os.cpu_count() or 1))
+
+
+def unpin(flavour: str) -> None:
     """Every CPU again for the container's Synapse and proxy; a failure is logged, not raised, so that
     the other containers are restored too and the phase's own error is not hidden."""
     try:
-        pin(flavour, everything, everything)
+        pin(flavour, ALL_CPUS, ALL_CPUS)
     except (RuntimeError, subprocess.SubprocessError) as exc:
-        log(f"could not restore the CPU affinity in {host(flavour)}: {exc}; run: taskset -a -p -c {everything} <pid>")
+        log(f"could not restore the CPU affinity in {host(flavour)}: {exc}; run: taskset -a -p -c {ALL_CPUS} <pid>")
 
 
 def pinned_throughput(args: argparse.Namespace) -> dict:
     """Where the throughput gap goes: the throughput runs again with Synapse alone on core 0 and the proxy and
     wrk on core 1 (direct: wrk alone there). If the proxied/direct ratio then reaches 1, what the proxy costs
     Synapse with the cores shared is CPU time taken from it, not work added to it."""
-    everything = ",".join(str(cpu) for cpu in range(os.cpu_count() or 1))
     try:
         for flavour in args.flavours:
             pin(flavour, "0", "1")
@@ -399,7 +400,7 @@ def pinned_throughput(args: argparse.Namespace) -> dict:
         return interleaved(args, pairs, args.duration, prefix="taskset -c 1 ")
     finally:
         for flavour in args.flavours:
-            unpin(flavour, everything)
+            unpin(flavour)
 
 
 # The headers nginx sends Synapse with each request (roles/nginx/templates/matrix.conf.j2;
@@ -414,7 +415,6 @@ def synapse_profile(args: argparse.Namespace) -> dict:
     pinned phase): Synapse alone at several client concurrencies, Synapse alone with the headers nginx adds,
     and through nginx; each run's requests per second of Synapse's CPU."""
     flavour = SINGLE
-    everything = ",".join(str(cpu) for cpu in range(os.cpu_count() or 1))
     plan = [(f"direct, {n} connections", DIRECT_URL, [], n) for n in PROFILE_CONNECTIONS]
     plan.append((f"direct with nginx's headers, {args.connections} connections", DIRECT_URL, PROXY_HEADERS, 0))
     plan.append((f"through nginx, {args.connections} connections", PROXY_URL, [], 0))
@@ -423,7 +423,7 @@ def synapse_profile(args: argparse.Namespace) -> dict:
         pin(flavour, "0", "1")
         for rnd in range(args.rounds):
             for name, base, headers, connections in plan if rnd % 2 == 0 else list(reversed(plan)):
-                run = wrk(flavour, base + "/_matrix/client/versions", args, args.duration, header=headers,
+                run = wrk(flavour, base + "/_matrix/client/versions", args, args.duration, headers=headers,
                           prefix="taskset -c 1 ", connections=connections)
                 cpu = run["cpu"].get("Synapse", 0)
                 run["per_cpu_s"] = round(run["rps"] / (cpu / 100), 1) if cpu else None
@@ -431,7 +431,7 @@ def synapse_profile(args: argparse.Namespace) -> dict:
                 log(f"profile round {rnd + 1}/{args.rounds} {name}: {run['rps']:.0f} req/s, Synapse {cpu:.0f} %,"
                     f" {run['per_cpu_s']} requests per Synapse CPU second")
     finally:
-        unpin(flavour, everything)
+        unpin(flavour)
     out = {}
     for name, found in runs.items():
         out[name] = {
@@ -589,8 +589,8 @@ def workers_phase(args: argparse.Namespace, results: dict) -> None:
             order.reverse()
         for name, (path, auth) in ROUTED_READS.items():
             for target, side in order:
-                header = f"Authorization: Bearer {token[target]}" if auth else ""
-                runs[name][side].append(wrk(target, PROXY_URL + path, args, args.duration, header=header))
+                headers = [f"Authorization: Bearer {token[target]}"] if auth else []
+                runs[name][side].append(wrk(target, PROXY_URL + path, args, args.duration, headers=headers))
             single, workers = runs[name]["single"][-1]["rps"], runs[name]["workers"][-1]["rps"]
             log(f"round {rnd + 1}/{args.rounds} {name}: single {single:.0f} req/s, workers {workers:.0f} req/s"
                 f" ({workers / single:.2f}x)")
