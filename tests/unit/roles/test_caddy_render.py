@@ -58,6 +58,8 @@ VARIANTS = {
         "matrix_well_known_client_extra": {"x.test": "{http.request.uuid} {host} \\{a} }{ \"q\" é"},
     },
     "acme_delegated_not_on_443": {
+        # The well-known site in the access log too (off by default).
+        "caddy_access_log_well_known": True,
         "matrix_server_name": "example.test",
         "matrix_homeserver_fqdn": "matrix.example.test",
         "matrix_client_port": 8443,
@@ -624,6 +626,29 @@ def test_worker_pools_balance_check_health_and_keep_the_forwarding(rendered, nam
     assert checked >= 8
 
 
+def _unlogged(name, vhost):
+    """caddy_access_log_well_known: the well-known site has no access log unless the operator asks for it."""
+    settings = VARIANTS[name]
+    return (vhost["name"] == "well_known" and settings.get("caddy_access_log", True)
+            and not settings.get("caddy_access_log_well_known", False))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_the_well_known_site_is_logged_only_when_asked(rendered, name):
+    """caddy_access_log_well_known: the unlogged site snippet is the logged one without its log block, and exists
+    only when a TLS well-known site imports it."""
+    variant = rendered[name]
+    blocks = _blocks(variant["caddyfile"])
+    unlogged = [vhost for vhost in variant["routes"]["vhosts"] if vhost["tls"] and _unlogged(name, vhost)]
+    assert ("(mxedge_matrix_site_unlogged)" in blocks) == bool(unlogged)
+    if unlogged:
+        def code(block):
+            return [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        logged = code(blocks["(mxedge_matrix_site)"])
+        assert "\tlog {" in logged
+        assert code(blocks["(mxedge_matrix_site_unlogged)"]) == logged[:logged.index("\tlog {")]
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_only_sites_with_worker_routes_fall_back(rendered, name):
     """MX16, MX11: the sites with worker routes use the errors snippet whose first branch sends a worker route's
@@ -636,7 +661,7 @@ def test_only_sites_with_worker_routes_fall_back(rendered, name):
     for vhost in variant["routes"]["vhosts"]:
         site = _site_of(text, vhost)
         imports = re.findall(r"^\timport (mxedge_matrix_(?:site|errors)\w*)$", site, re.M)
-        suffix = "_workers" if vhost["name"] in workers else ""
+        suffix = "_workers" if vhost["name"] in workers else ("_unlogged" if vhost["tls"] and _unlogged(name, vhost) else "")
         assert imports == [("mxedge_matrix_site" if vhost["tls"] else "mxedge_matrix_errors") + suffix], vhost["name"]
     if not workers:
         assert "(mxedge_matrix_errors_workers)" not in blocks and "mxedge_matrix_fallback" not in text
