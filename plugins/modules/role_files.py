@@ -21,7 +21,8 @@ description:
     M(ansible.builtin.template) does; a failed check fails the task with C(failed to validate) and
     the command's C(stdout) and C(stderr), and leaves the file as it was.
   - I(secrets) are files whose content is never shown. With I(content) they are written like
-    I(files). With I(generate) they are created once with a random token (64 URL-safe
+    I(files). With I(sources) their content is made of files already on the host (copies of a
+    certificate and key, or one PEM file of both). With I(generate) they are created once with a random token (64 URL-safe
     characters) and never rewritten. With I(create_command) that command makes the file once
     when it is missing. With none of these, the file must exist (created by an earlier task) and
     only gets its owner, group and mode. In check mode nothing is generated or run, and a file that
@@ -111,8 +112,16 @@ options:
         type: path
         required: true
       content:
-        description: The whole content of the file; omit it for I(generate), I(create_command) or an existing file.
+        description: The whole content of the file; omit it for I(sources), I(generate), I(create_command) or an existing file.
         type: str
+      sources:
+        description:
+          - Files on the host whose text, without the whitespace around it, makes the content, one after the other,
+            each ending with a newline (a copy of a certificate or key, or a chain and its key in one PEM file).
+          - Mutually exclusive with I(content). A missing source fails the task, naming it; in check mode the
+            item is skipped (an earlier task would make the source).
+        type: list
+        elements: path
       generate:
         description: Create the file once with a random token when it is missing.
         type: bool
@@ -153,6 +162,11 @@ EXAMPLES = r"""
         group: synapse
         mode: "0640"
       - {path: /etc/synapse/form_secret, generate: true, owner: root, group: synapse, mode: "0640"}
+      - path: /etc/haproxy/certs/matrix.pem
+        sources: [/etc/ssl/example/fullchain.pem, /etc/ssl/example/privkey.pem]
+        owner: root
+        group: root
+        mode: "0600"
     files:
       - {path: /etc/synapse/log_config.yaml, content: "version: 1\n", owner: root, group: synapse, mode: "0640"}
 
@@ -201,11 +215,13 @@ ARGUMENT_SPEC = dict(
         options=dict(
             path=dict(type="path", required=True),
             content=dict(type="str", no_log=True),
+            sources=dict(type="list", elements="path"),
             generate=dict(type="bool", default=False),
             create_command=dict(type="list", elements="str"),
             validate=dict(type="str"),
             **_ATTRS
         ),
+        mutually_exclusive=[("content", "sources")],
     ),
 )
 
@@ -340,9 +356,25 @@ class Files:
     def file(self, item):
         self._file(item, to_bytes(item["content"], errors="surrogate_or_strict"), show=True)
 
+    def _joined(self, sources):
+        """The sources' text without the whitespace around each, each ending with a newline; None in check
+        mode when one is missing (an earlier task makes it)."""
+        parts = []
+        for source in sources:
+            if not os.path.exists(source):
+                if self.module.check_mode:
+                    return None
+                self.module.fail_json(msg="%s does not exist (a source of a file to write)" % source, path=source)
+            parts.append(self._read(source).strip() + b"\n")
+        return b"".join(parts)
+
     def secret(self, item):
         path = item["path"]
-        if item["content"] is not None:
+        if item["sources"]:
+            data = self._joined(item["sources"])
+            if data is not None:
+                self._file(item, data, show=False)
+        elif item["content"] is not None:
             self._file(item, to_bytes(item["content"], errors="surrogate_or_strict"), show=False)
         elif os.path.lexists(path):
             self._file(item, None, show=False)

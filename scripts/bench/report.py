@@ -58,9 +58,11 @@ METHOD = """## Method
   thread of the proxy, and wrk, on core 1 (`taskset` from the machine, undone
   afterwards); direct, wrk alone is on core 1. It separates what the proxy takes from
   Synapse by sharing its cores from what it adds to each request.
-- Profile: in nginx's container, pinned as above, Synapse alone at 4 to 64 client
-  connections, Synapse alone with the four headers nginx adds, and through nginx; each
-  run's requests per second of Synapse's CPU time (from /proc).
+- Profile: in each flavour's container, pinned as above, Synapse alone, Synapse alone
+  with the headers that proxy sends it (one request through the proxy, read off the
+  loopback with tcpdump, sent again by wrk with `-H`), and through the proxy; in nginx's
+  also Synapse alone at 4 to 64 client connections. Each run's requests per second of
+  Synapse's CPU time (from /proc).
 - Well-known: the same for `/.well-known/matrix/client`, answered by the proxy itself
   (`https://bench.test/`) vs by Synapse (`serve_server_wellknown: true`, the client
   document from `public_baseurl`); the documents are fetched and compared too.
@@ -403,34 +405,71 @@ def _connections(name: str) -> int:
     return int(name.rsplit(", ", 1)[1].split()[0])
 
 
-def profile_detail(results: dict) -> str:
+def _profiles(results: dict) -> dict:
+    """{flavour: {"headers": [...], "runs": {name: figures}}}; a results file of before the per-flavour profile
+    holds nginx's runs only."""
     prof = results.get("profile", {})
-    # Runs in the order measured: direct by connections, then with the headers, then through nginx.
-    order = {"direct,": 0, "direct with": 1, "through": 2}
-    prof = dict(sorted(prof.items(), key=lambda kv: (next(v for k, v in order.items() if kv[0].startswith(k)),
-                                                     _connections(kv[0]))))
-    # The reference: Synapse alone at the connections of the run through nginx (this profile's own setting).
-    through = next((k for k in prof if k.startswith("through")), None)
-    same = _connections(through) if through else results["settings"]["connections"]
-    base = next((v["per_cpu_s"] for k, v in prof.items() if k.startswith("direct, ") and _connections(k) == same), None)
-    rows = [[name, f"{v['rps']:.0f}", f"{v['synapse_cpu']:.0f}", f"{v['per_cpu_s']:.0f}",
-             f"{v['per_cpu_s'] / base:.2f}" if base else "-", str(v["errors"])] for name, v in prof.items()]
-    text = table(["run", "req/s", "Synapse % of a core", "requests per Synapse CPU second",
-                  f"vs direct at {same} connections", "errors"], rows)
-    low = [name for name, v in prof.items() if v["synapse_cpu"] < 95]
+    if prof and not all(isinstance(v, dict) and "runs" in v for v in prof.values()):
+        return {"nginx": {"headers": [], "runs": prof}}
+    return prof
+
+
+def _reference(runs: dict, connections: int) -> float | None:
+    """Synapse alone at the connections of the run through the proxy: requests per CPU second."""
+    return next((v["per_cpu_s"] for k, v in runs.items() if k.startswith("direct, ") and _connections(k) == connections), None)
+
+
+def profile_detail(results: dict) -> str:
+    profiles = _profiles(results)
+    text = ""
+    nginx = profiles.get("nginx", {}).get("runs")
+    if nginx:
+        # Runs in the order measured: direct by connections, then with the headers, then through nginx.
+        order = {"direct,": 0, "direct with": 1, "through": 2}
+        prof = dict(sorted(nginx.items(), key=lambda kv: (next(v for k, v in order.items() if kv[0].startswith(k)),
+                                                          _connections(kv[0]))))
+        through = next((k for k in prof if k.startswith("through")), None)
+        same = _connections(through) if through else results["settings"]["connections"]
+        base = _reference(prof, same)
+        rows = [[name, f"{v['rps']:.0f}", f"{v['synapse_cpu']:.0f}", f"{v['per_cpu_s']:.0f}",
+                 f"{v['per_cpu_s'] / base:.2f}" if base else "-", str(v["errors"])] for name, v in prof.items()]
+        text += "nginx's container, Synapse alone at several numbers of client connections too:\n\n"
+        text += table(["run", "req/s", "Synapse % of a core", "requests per Synapse CPU second",
+                       f"vs direct at {same} connections", "errors"], rows)
+        headers = next((v["per_cpu_s"] for k, v in prof.items() if k.startswith("direct with")), None)
+        proxied = next((v["per_cpu_s"] for k, v in prof.items() if k.startswith("through")), None)
+        if base and headers and proxied:
+            nearest = min(((k, v) for k, v in prof.items() if k.startswith("direct, ")),
+                          key=lambda kv: abs(kv[1]["per_cpu_s"] - proxied))
+            text += (f"\nOf what Synapse loses per CPU second through nginx ({1 - proxied / base:.0%} of its direct"
+                     f" figure), the headers account for {1 - headers / base:.0%} when sent directly; through nginx it"
+                     f" serves about what it serves directly at {nearest[0].split(', ')[1]}"
+                     f" ({nearest[1]['per_cpu_s'] / base:.2f}): consistent with fewer requests waiting for each turn of"
+                     " its event loop while the others are in the proxy (a reading of these figures, not a trace of"
+                     " the event loop).\n")
+    rows = []
+    low = []
+    for flavour, prof in profiles.items():
+        runs = prof["runs"]
+        through = next((k for k in runs if k.startswith("through")), None)
+        same = _connections(through) if through else results["settings"]["connections"]
+        base = _reference(runs, same)
+        headers = next((v["per_cpu_s"] for k, v in runs.items() if k.startswith("direct with")), None)
+        proxied = runs[through]["per_cpu_s"] if through else None
+        low += [f"{flavour}: {name}" for name, v in runs.items() if v["synapse_cpu"] < 95]
+        rows.append([flavour, ", ".join(f"`{h.split(':', 1)[0]}`" for h in prof["headers"]) or "-",
+                     f"{base:.0f}" if base else "-",
+                     f"{headers / base:.2f}" if base and headers else "-",
+                     f"{proxied / base:.2f}" if base and proxied else "-",
+                     str(sum(v["errors"] for v in runs.values()))])
+    if rows:
+        text += ("\nEvery flavour's container, the headers as that proxy sends them to Synapse (read off the loopback"
+                 f" with tcpdump; wrk itself sends only `Host`), {results['settings']['connections']} connections:\n\n")
+        text += table(["flavour", "headers the proxy sends Synapse", "direct: requests per Synapse CPU second",
+                       "direct with those headers", "through the proxy", "errors"], rows)
     text += ("\nSynapse ran at 95 % of its core or more in every run: its requests per CPU second compare.\n" if not low
              else f"\n**Synapse ran below 95 % of its core in:** {', '.join(low)}; those rows measure more than its"
                   " cost per request.\n")
-    headers = next((v["per_cpu_s"] for k, v in prof.items() if k.startswith("direct with")), None)
-    proxied = next((v["per_cpu_s"] for k, v in prof.items() if k.startswith("through")), None)
-    if base and headers and proxied:
-        nearest = min(((k, v) for k, v in prof.items() if k.startswith("direct, ")),
-                      key=lambda kv: abs(kv[1]["per_cpu_s"] - proxied))
-        text += (f"\nOf what Synapse loses per CPU second through nginx ({1 - proxied / base:.0%} of its direct figure),"
-                 f" the headers account for {1 - headers / base:.0%} when sent directly; through nginx it serves about"
-                 f" what it serves directly at {nearest[0].split(', ')[1]} ({nearest[1]['per_cpu_s'] / base:.2f}):"
-                 " consistent with fewer requests waiting for each turn of its event loop while the others are in"
-                 " the proxy (a reading of these figures, not a trace of the event loop).\n")
     return text
 
 
@@ -518,11 +557,11 @@ def render(results: dict) -> str:
         ]
     if "profile" in results:
         parts += [
-            "\n## Where Synapse's extra work goes: requests per CPU second (nginx's container, pinned)\n",
+            "\n## Where Synapse's extra work goes: requests per CPU second (pinned)\n",
             "Synapse on core 0, pinned as above; the figure that matters is how many requests it serves per second"
-            " of its CPU. Synapse alone at several numbers of client connections, Synapse alone"
-            " with the headers nginx adds to each request (`Host`, `X-Forwarded-For`, `X-Forwarded-Proto`,"
-            " `X-Request-ID`), and through nginx.\n\n",
+            " of its CPU. In each flavour's container: Synapse alone, Synapse alone with the headers that proxy adds"
+            " to each request, and through the proxy; in nginx's also Synapse alone at several numbers of client"
+            " connections.\n\n",
             profile_detail(results),
         ]
     if "well_known" in results:

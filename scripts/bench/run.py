@@ -403,43 +403,69 @@ def pinned_throughput(args: argparse.Namespace) -> dict:
             unpin(flavour)
 
 
-# The headers nginx sends Synapse with each request (roles/nginx/templates/matrix.conf.j2;
-# the request ID is one nginx $request_id long).
-PROXY_HEADERS = ["Host: matrix.bench.test", "X-Forwarded-For: 127.0.0.1", "X-Forwarded-Proto: https",
-                 "X-Request-ID: 0123456789abcdef0123456789abcdef"]
+# Hop-by-hop headers: not what a proxy adds to the request, but how it carries it.
+HOP_BY_HOP = {"connection", "keep-alive", "content-length", "transfer-encoding", "te", "upgrade"}
 PROFILE_CONNECTIONS = (4, 8, 16, 32, 64)
 
 
+def upstream_headers(flavour: str) -> list[str]:
+    """The headers the proxy sends Synapse with a request such as wrk's (which sends only Host): one request
+    through the proxy, read off the container's loopback by tcpdump (its first GET of the path to port 8008;
+    health checks of the proxy's own are other paths)."""
+    out = dexec(
+        flavour,
+        "timeout 8 tcpdump -i lo -l -A -s0 -c 40 'tcp dst port 8008' >/tmp/mxedge-upstream.txt 2>/dev/null &"
+        f" sleep 1; curl -s -o /dev/null {PROXY_URL}/_matrix/client/versions; wait; cat /tmp/mxedge-upstream.txt",
+        timeout=30,
+    )
+    # tcpdump -A prints a carriage return as "." at the end of each line.
+    lines = [line[:-1] if line.endswith(".") else line for line in out.splitlines()]
+    start = next((i for i, line in enumerate(lines) if line.endswith("GET /_matrix/client/versions HTTP/1.1")), None)
+    if start is None:
+        raise RuntimeError(f"{host(flavour)}: no request to Synapse seen through the proxy:\n{out[-2000:]}")
+    headers = []
+    for line in lines[start + 1:]:
+        if not line or ": " not in line:
+            break
+        if line.split(":", 1)[0].lower() not in HOP_BY_HOP:
+            headers.append(line)
+    return headers
+
+
 def synapse_profile(args: argparse.Namespace) -> dict:
-    """Why Synapse serves fewer requests per CPU second through a proxy (nginx's container, pinned as in the
-    pinned phase): Synapse alone at several client concurrencies, Synapse alone with the headers nginx adds,
-    and through nginx; each run's requests per second of Synapse's CPU."""
-    flavour = SINGLE
-    plan = [(f"direct, {n} connections", DIRECT_URL, [], n) for n in PROFILE_CONNECTIONS]
-    plan.append((f"direct with nginx's headers, {args.connections} connections", DIRECT_URL, PROXY_HEADERS, 0))
-    plan.append((f"through nginx, {args.connections} connections", PROXY_URL, [], 0))
-    runs: dict = {name: [] for name, *_rest in plan}
-    try:
-        pin(flavour, "0", "1")
-        for rnd in range(args.rounds):
-            for name, base, headers, connections in plan if rnd % 2 == 0 else list(reversed(plan)):
-                run = wrk(flavour, base + "/_matrix/client/versions", args, args.duration, headers=headers,
-                          prefix="taskset -c 1 ", connections=connections)
-                cpu = run["cpu"].get("Synapse", 0)
-                run["per_cpu_s"] = round(run["rps"] / (cpu / 100), 1) if cpu else None
-                runs[name].append(run)
-                log(f"profile round {rnd + 1}/{args.rounds} {name}: {run['rps']:.0f} req/s, Synapse {cpu:.0f} %,"
-                    f" {run['per_cpu_s']} requests per Synapse CPU second")
-    finally:
-        unpin(flavour)
-    out = {}
-    for name, found in runs.items():
-        out[name] = {
-            "rps": statistics.median(r["rps"] for r in found),
-            "synapse_cpu": statistics.median(r["cpu"].get("Synapse", 0) for r in found),
-            "per_cpu_s": statistics.median(r["per_cpu_s"] for r in found if r["per_cpu_s"]),
-            "errors": sum(r["errors_total"] for r in found),
-        }
+    """Why Synapse serves fewer requests per CPU second through a proxy (each flavour's container, pinned as in
+    the pinned phase): Synapse alone, Synapse alone with the headers that flavour adds (as it sends them,
+    captured), and through the flavour; in nginx's container also Synapse alone at several client
+    concurrencies. Each run's requests per second of Synapse's CPU."""
+    out: dict = {}
+    for flavour in args.flavours:
+        headers = upstream_headers(flavour)
+        log(f"profile {flavour}: the proxy sends Synapse {', '.join(h.split(':', 1)[0] for h in headers)}")
+        counts = PROFILE_CONNECTIONS if flavour == SINGLE else (args.connections,)
+        plan = [(f"direct, {n} connections", DIRECT_URL, [], n) for n in counts]
+        plan.append((f"direct with {flavour}'s headers, {args.connections} connections", DIRECT_URL, headers, 0))
+        plan.append((f"through {flavour}, {args.connections} connections", PROXY_URL, [], 0))
+        runs: dict = {name: [] for name, *_rest in plan}
+        try:
+            pin(flavour, "0", "1")
+            for rnd in range(args.rounds):
+                for name, base, extra, connections in plan if rnd % 2 == 0 else list(reversed(plan)):
+                    run = wrk(flavour, base + "/_matrix/client/versions", args, args.duration, headers=extra,
+                              prefix="taskset -c 1 ", connections=connections)
+                    cpu = run["cpu"].get("Synapse", 0)
+                    run["per_cpu_s"] = round(run["rps"] / (cpu / 100), 1) if cpu else None
+                    runs[name].append(run)
+                    log(f"profile {flavour} round {rnd + 1}/{args.rounds} {name}: {run['rps']:.0f} req/s, Synapse"
+                        f" {cpu:.0f} %, {run['per_cpu_s']} requests per Synapse CPU second")
+        finally:
+            unpin(flavour)
+        out[flavour] = {"headers": headers, "runs": {
+            name: {
+                "rps": statistics.median(r["rps"] for r in found),
+                "synapse_cpu": statistics.median(r["cpu"].get("Synapse", 0) for r in found),
+                "per_cpu_s": statistics.median(r["per_cpu_s"] for r in found if r["per_cpu_s"]),
+                "errors": sum(r["errors_total"] for r in found),
+            } for name, found in runs.items()}}
     return out
 
 
@@ -717,8 +743,8 @@ def main(argv: list[str]) -> int:
         log(f"throughput, pinned (Synapse on core 0, proxy and wrk on core 1): {args.rounds} interleaved rounds")
         results["pinned"] = pinned_throughput(args)
         results_path.write_text(json.dumps(results, indent=1, sort_keys=True), encoding="utf-8")
-    if "profile" not in args.skip and (os.cpu_count() or 1) >= 2 and SINGLE in args.flavours:
-        log(f"profile: Synapse's requests per CPU second in {host(SINGLE)}, pinned: {args.rounds} rounds")
+    if "profile" not in args.skip and (os.cpu_count() or 1) >= 2:
+        log(f"profile: Synapse's requests per CPU second, pinned, in each flavour's container: {args.rounds} rounds")
         results["profile"] = synapse_profile(args)
         results_path.write_text(json.dumps(results, indent=1, sort_keys=True), encoding="utf-8")
     if "wellknown" not in args.skip:

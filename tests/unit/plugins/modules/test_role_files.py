@@ -198,3 +198,41 @@ def test_absent_paths_are_removed_first_and_reported(run, tmp_path):
     assert done.result["changed_paths"] == checked.result["changed_paths"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.conf"]
     assert run(**args).result == {"changed": False, "changed_paths": []}
+
+
+def test_sources_make_a_copy_or_a_bundle_never_shown(run, tmp_path):
+    chain, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    chain.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n\n")
+    key.write_text(f"-----BEGIN PRIVATE KEY-----\n{SECRET}\n-----END PRIVATE KEY-----")
+    bundle, copy = tmp_path / "certs" / "matrix.pem", tmp_path / "certs" / "privkey.pem"
+    args = dict(directories=[attrs("0700", path=str(tmp_path / "certs"))],
+                secrets=[attrs("0600", path=str(bundle), sources=[str(chain), str(key)]),
+                         attrs("0640", path=str(copy), sources=[str(key)])])
+    done = run(diff=True, **args)
+    assert not done.failed, done.result
+    assert done.result["changed_paths"] == [str(tmp_path / "certs"), str(bundle), str(copy)]
+    assert SECRET not in repr(done.result)
+    # Each source without the whitespace around it, each ending with one newline.
+    assert bundle.read_text() == chain.read_text().strip() + "\n" + key.read_text() + "\n"
+    assert copy.read_text() == key.read_text() + "\n"
+    assert (mode_of(bundle), mode_of(copy)) == (0o600, 0o640)
+    assert run(**args).result == {"changed": False, "changed_paths": []}
+    key.write_text("-----BEGIN PRIVATE KEY-----\nrenewed\n-----END PRIVATE KEY-----\n")
+    assert run(**args).result["changed_paths"] == [str(bundle), str(copy)]
+    assert bundle.read_text().endswith("renewed\n-----END PRIVATE KEY-----\n")
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_a_missing_source_fails_naming_it_or_is_skipped_in_check_mode(run, tmp_path, check_mode):
+    target, missing = tmp_path / "matrix.pem", tmp_path / "fullchain.pem"
+    done = run(check_mode=check_mode, secrets=[attrs("0600", path=str(target), sources=[str(missing)])])
+    if check_mode:
+        assert not done.failed and done.result == {"changed": False, "changed_paths": []}
+    else:
+        assert done.failed and done.result["msg"] == f"{missing} does not exist (a source of a file to write)"
+    assert not target.exists()
+
+
+def test_content_and_sources_exclude_each_other(run, tmp_path):
+    done = run(secrets=[attrs("0600", path=str(tmp_path / "x"), content="x", sources=[str(tmp_path / "y")])])
+    assert done.failed and "mutually exclusive" in done.result["msg"]
