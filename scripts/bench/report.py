@@ -39,7 +39,9 @@ METHOD = """## Method
 - Converge: `playbooks/site.yml --limit <container>` on a fresh container (time of the
   whole `ansible-playbook` run, including Synapse from PyPI and packages from the Debian
   archive), then the same again (idempotent re-run: time and changed count), flavour by
-  flavour. Ansible reaches the containers with `community.docker.docker`, as in the
+  flavour. Each re-run starts once the machine is quiet (under 15 % busy over 2 s, at most
+  120 s of waiting): the Synapse a fresh converge has just started is busy for a while,
+  which is not the collection's time. Ansible reaches the containers with `community.docker.docker`, as in the
   Molecule scenarios, with the repository's `ansible.cfg` (pipelining on for every
   connection: one `docker exec` per module call). The re-run is profiled with
   `ansible.posix.profile_tasks`; its ten slowest tasks are listed by name. A third run

@@ -216,6 +216,27 @@ def ssh_vars() -> list[str]:
                               "ansible_ssh_private_key_file": str(key), "ansible_ssh_common_args": common})]
 
 
+QUIET_BUSY = 15  # percent of all cores: the machine counts as quiet below this
+QUIET_WAIT = 120  # seconds at most
+
+
+def settle() -> float:
+    """Wait until the machine is quiet (a freshly started Synapse is busy for a while after its converge), so
+    that a re-run measures the collection on a converged host, not the start-up of the last one. Returns the
+    seconds waited."""
+    started = time.monotonic()
+    while True:
+        first = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        time.sleep(2)
+        second = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        delta = [b - a for a, b in zip(first, second)]
+        total = sum(delta) or 1
+        busy = 100 * (total - delta[3] - (delta[4] if len(delta) > 4 else 0)) / total
+        waited = time.monotonic() - started
+        if busy < QUIET_BUSY or waited >= QUIET_WAIT:
+            return round(waited, 1)
+
+
 def converge(args: argparse.Namespace, results: dict) -> None:
     hosts = ",".join(host(f) for f in args.targets)
     log(f"setup: containers and test CA for {hosts}")
@@ -242,7 +263,8 @@ def converge(args: argparse.Namespace, results: dict) -> None:
         if not args.converge_parallel:
             fresh(flavour)
         entry = results["converge"][flavour]
-        log(f"re-run {flavour}")
+        entry["settle_s"] = settle()
+        log(f"re-run {flavour} (after {entry['settle_s']:.0f} s for the machine to be quiet)")
         took, out = playbook(["--limit", host(flavour), str(ROOT / "playbooks" / "site.yml")], f"rerun-{flavour}", env=profile)
         entry["rerun_s"] = round(took, 1)
         entry["rerun"] = recap(out, host(flavour))
@@ -410,12 +432,13 @@ PROFILE_CONNECTIONS = (4, 8, 16, 32, 64)
 
 def upstream_headers(flavour: str) -> list[str]:
     """The headers the proxy sends Synapse with a request such as wrk's (which sends only Host): one request
-    through the proxy, read off the container's loopback by tcpdump (its first GET of the path to port 8008;
-    health checks of the proxy's own are other paths)."""
+    through the proxy (curl without its User-Agent and Accept), read off the container's loopback by tcpdump
+    (its first GET of the path to port 8008; health checks of the proxy's own are other paths)."""
     out = dexec(
         flavour,
         "timeout 8 tcpdump -i lo -l -A -s0 -c 40 'tcp dst port 8008' >/tmp/mxedge-upstream.txt 2>/dev/null &"
-        f" sleep 1; curl -s -o /dev/null {PROXY_URL}/_matrix/client/versions; wait; cat /tmp/mxedge-upstream.txt",
+        f" sleep 1; curl -s -o /dev/null -H 'User-Agent:' -H 'Accept:' {PROXY_URL}/_matrix/client/versions; wait;"
+        " cat /tmp/mxedge-upstream.txt",
         timeout=30,
     )
     # tcpdump -A prints a carriage return as "." at the end of each line.
