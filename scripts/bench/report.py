@@ -607,7 +607,7 @@ bash scripts/bench.sh down        # remove the benchmark containers and network
 It needs what `scripts/bootstrap.sh` provides (Docker, the `mxedge/debian12-systemd`
 image, the virtualenv). Only the containers `mxedge-bench-*` and the network
 `mxedge-bench` are created and removed; load goes only to each container's loopback.
-Raw results: `.cache/bench/results.json`; playbook logs: `.cache/bench/logs/`.
+Raw results: [benchmark.json](benchmark.json) (a later run with `--merge` keeps the sections it skips); playbook logs: `.cache/bench/logs/`.
 """
 
 

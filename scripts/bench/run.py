@@ -134,8 +134,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmark.md"), help="Markdown report, '' for none (default: docs/benchmark.md)")
     parser.add_argument(
         "--results",
-        default=str(Path(os.environ.get("MXEDGE_CACHE", ROOT / ".cache")) / "bench" / "results.json"),
-        help="raw results, JSON (default: .cache/bench/results.json)",
+        default=str(ROOT / "docs" / "benchmark.json"),
+        help="raw results, JSON, next to the report (default: docs/benchmark.json; --merge keeps its other sections)",
     )
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from --results and stop")
     args = parser.parse_args(argv)
