@@ -407,22 +407,24 @@ def _connections(name: str) -> int:
     return int(name.rsplit(", ", 1)[1].split()[0])
 
 
-def _profiles(results: dict) -> dict:
-    """{flavour: {"headers": [...], "runs": {name: figures}}}; a results file of before the per-flavour profile
-    holds nginx's runs only."""
-    prof = results.get("profile", {})
-    if prof and not all(isinstance(v, dict) and "runs" in v for v in prof.values()):
-        return {"nginx": {"headers": [], "runs": prof}}
-    return prof
-
-
-def _reference(runs: dict, connections: int) -> float | None:
-    """Synapse alone at the connections of the run through the proxy: requests per CPU second."""
-    return next((v["per_cpu_s"] for k, v in runs.items() if k.startswith("direct, ") and _connections(k) == connections), None)
+def _figures(runs: dict, connections: int) -> dict:
+    """A flavour's profile runs in requests per Synapse CPU second: "base", Synapse alone at the connections of
+    the run through the proxy (the reference, "same"), "headers", alone with the proxy's headers, "proxied",
+    through the proxy; None where not measured."""
+    through = next((k for k in runs if k.startswith("through")), None)
+    same = _connections(through) if through else connections
+    return {
+        "same": same,
+        "base": next((v["per_cpu_s"] for k, v in runs.items() if k.startswith("direct, ") and _connections(k) == same),
+                     None),
+        "headers": next((v["per_cpu_s"] for k, v in runs.items() if k.startswith("direct with")), None),
+        "proxied": runs[through]["per_cpu_s"] if through else None,
+    }
 
 
 def profile_detail(results: dict) -> str:
-    profiles = _profiles(results)
+    profiles = results.get("profile", {})
+    connections = results["settings"]["connections"]
     text = ""
     nginx = profiles.get("nginx", {}).get("runs")
     if nginx:
@@ -430,16 +432,13 @@ def profile_detail(results: dict) -> str:
         order = {"direct,": 0, "direct with": 1, "through": 2}
         prof = dict(sorted(nginx.items(), key=lambda kv: (next(v for k, v in order.items() if kv[0].startswith(k)),
                                                           _connections(kv[0]))))
-        through = next((k for k in prof if k.startswith("through")), None)
-        same = _connections(through) if through else results["settings"]["connections"]
-        base = _reference(prof, same)
+        fig = _figures(prof, connections)
+        base, headers, proxied = fig["base"], fig["headers"], fig["proxied"]
         rows = [[name, f"{v['rps']:.0f}", f"{v['synapse_cpu']:.0f}", f"{v['per_cpu_s']:.0f}",
                  f"{v['per_cpu_s'] / base:.2f}" if base else "-", str(v["errors"])] for name, v in prof.items()]
         text += "nginx's container, Synapse alone at several numbers of client connections too:\n\n"
         text += table(["run", "req/s", "Synapse % of a core", "requests per Synapse CPU second",
-                       f"vs direct at {same} connections", "errors"], rows)
-        headers = next((v["per_cpu_s"] for k, v in prof.items() if k.startswith("direct with")), None)
-        proxied = next((v["per_cpu_s"] for k, v in prof.items() if k.startswith("through")), None)
+                       f"vs direct at {fig['same']} connections", "errors"], rows)
         if base and headers and proxied:
             nearest = min(((k, v) for k, v in prof.items() if k.startswith("direct, ")),
                           key=lambda kv: abs(kv[1]["per_cpu_s"] - proxied))
@@ -453,11 +452,8 @@ def profile_detail(results: dict) -> str:
     low = []
     for flavour, prof in profiles.items():
         runs = prof["runs"]
-        through = next((k for k in runs if k.startswith("through")), None)
-        same = _connections(through) if through else results["settings"]["connections"]
-        base = _reference(runs, same)
-        headers = next((v["per_cpu_s"] for k, v in runs.items() if k.startswith("direct with")), None)
-        proxied = runs[through]["per_cpu_s"] if through else None
+        fig = _figures(runs, connections)
+        base, headers, proxied = fig["base"], fig["headers"], fig["proxied"]
         low += [f"{flavour}: {name}" for name, v in runs.items() if v["synapse_cpu"] < 95]
         rows.append([flavour, ", ".join(f"`{h.split(':', 1)[0]}`" for h in prof["headers"]) or "-",
                      f"{base:.0f}" if base else "-",
@@ -466,7 +462,7 @@ def profile_detail(results: dict) -> str:
                      str(sum(v["errors"] for v in runs.values()))])
     if rows:
         text += ("\nEvery flavour's container, the headers as that proxy sends them to Synapse (read off the loopback"
-                 f" with tcpdump; wrk itself sends only `Host`), {results['settings']['connections']} connections:\n\n")
+                 f" with tcpdump; wrk itself sends only `Host`), {connections} connections:\n\n")
         text += table(["flavour", "headers the proxy sends Synapse", "direct: requests per Synapse CPU second",
                        "direct with those headers", "through the proxy", "errors"], rows)
     text += ("\nSynapse ran at 95 % of its core or more in every run: its requests per CPU second compare.\n" if not low

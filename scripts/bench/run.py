@@ -220,18 +220,22 @@ QUIET_BUSY = 15  # percent of all cores: the machine counts as quiet below this
 QUIET_WAIT = 120  # seconds at most
 
 
+def machine_ticks(line: str) -> tuple[int, int]:
+    """(busy, total) CPU ticks of the machine from the "cpu" line of /proc/stat: busy is all but idle and iowait."""
+    cpu = [int(x) for x in line.split()[1:]]
+    return sum(cpu) - cpu[3] - (cpu[4] if len(cpu) > 4 else 0), sum(cpu)
+
+
 def settle() -> float:
     """Wait until the machine is quiet (a freshly started Synapse is busy for a while after its converge), so
     that a re-run measures the collection on a converged host, not the start-up of the last one. Returns the
     seconds waited."""
     started = time.monotonic()
     while True:
-        first = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        busy0, total0 = machine_ticks(Path("/proc/stat").read_text().splitlines()[0])
         time.sleep(2)
-        second = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        delta = [b - a for a, b in zip(first, second)]
-        total = sum(delta) or 1
-        busy = 100 * (total - delta[3] - (delta[4] if len(delta) > 4 else 0)) / total
+        busy1, total1 = machine_ticks(Path("/proc/stat").read_text().splitlines()[0])
+        busy = 100 * (busy1 - busy0) / ((total1 - total0) or 1)
         waited = time.monotonic() - started
         if busy < QUIET_BUSY or waited >= QUIET_WAIT:
             return round(waited, 1)
@@ -344,8 +348,7 @@ def _snapshot(text: str) -> tuple[dict, int]:
     own = own.strip()
     fields = own[own.rindex(")") + 2:].split()
     groups["wrk"] = groups.get("wrk", 0) + int(fields[13]) + int(fields[14])  # cutime, cstime
-    cpu = [int(x) for x in machine.split("@@END")[0].split()[1:]]
-    busy = sum(cpu) - cpu[3] - (cpu[4] if len(cpu) > 4 else 0)  # all but idle and iowait
+    busy, _total = machine_ticks(machine.split("@@END")[0])
     return groups, busy
 
 
